@@ -1,0 +1,70 @@
+# turnlog: `make demo` and `make test` set everything up from a bare machine (Python, Rust, pip).
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Cargo's target dir is kept between runs (CI caches it) so rebuilds are incremental.
+export CARGO_TARGET_DIR ?= $(CURDIR)/target
+# Pinned for the demo and benchmark corpora so runs are comparable.
+BENCH_MESSAGES ?= 1000000
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+.PHONY: install
+install: $(VENV)/.installed ## create .venv with the dev tools
+
+.PHONY: build-dev
+build-dev: install ## build the extension (debug) into .venv
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(VENV)/bin/maturin develop --quiet
+
+.PHONY: build-release
+build-release: install ## build the extension (release, LTO) into .venv, for benchmarks and the demo
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(VENV)/bin/maturin develop --quiet --release
+
+.PHONY: test-rust
+test-rust: ## Rust unit tests of the core
+	cargo test --quiet
+
+.PHONY: test-python
+test-python: build-dev ## the Python suite, against the Rust and the pure store
+	CI=$${CI:-} $(PY) -m pytest
+
+.PHONY: test
+test: test-rust test-python ## set up, build, and run every test (Rust and Python)
+
+.PHONY: lint
+lint: install ## rustfmt, clippy, ruff, mypy --strict, stubtest
+	cargo fmt --check
+	cargo clippy --all-targets --features python -- -D warnings
+	$(VENV)/bin/ruff check python tests benches
+	$(VENV)/bin/ruff format --check python tests benches
+	$(VENV)/bin/mypy
+	$(PY) -m mypy.stubtest turnlog._native
+
+.PHONY: format
+format: install ## apply rustfmt and ruff format
+	cargo fmt
+	$(VENV)/bin/ruff format python tests benches
+	$(VENV)/bin/ruff check --fix python tests benches
+
+.PHONY: demo
+demo: build-release ## build a corrupt-laden session and show load and tail read, Rust vs pure
+	$(PY) benches/demo.py
+
+.PHONY: bench
+bench: build-release ## the benchmarks (1M-message corpus) and the ratio table
+	$(PY) benches/compare.py --messages $(BENCH_MESSAGES)
+	$(PY) -m pytest benches --benchmark-only --benchmark-columns=median,iqr,rounds -p no:cacheprovider
+
+.PHONY: clean
+clean: ## remove build output and the venv
+	rm -rf $(VENV) target .pytest_cache .hypothesis .mypy_cache .ruff_cache

@@ -1,0 +1,43 @@
+"""turnlog: a fast, crash-safe JSONL session store for chat bots, with a Rust core.
+
+>>> from turnlog import ChatMessage, SessionStore
+>>> store = SessionStore("./workspace")
+>>> store.append("telegram_user123", ChatMessage.user("hello"))
+>>> store.load("telegram_user123", limit=50)
+
+``turnlog.IMPLEMENTATION`` says which core is in use: ``"rust"``, or ``"python"`` when the native
+module is missing or ``TURNLOG_PURE=1`` is set. ``turnlog.pure.SessionStore`` is always the
+pure-Python store; both read and write the same files.
+"""
+
+from __future__ import annotations
+
+from ._impl import IMPLEMENTATION, ChatMessage, native
+from ._types import SessionMetadata, SessionQuery, SessionState
+from .backend import MessageLike, SessionBackend
+
+if native is not None:
+    from ._rust import SessionStore
+
+    __version__: str = native.__version__
+else:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from .pure import SessionStore  # type: ignore[assignment]
+
+    try:
+        __version__ = version("turnlog")
+    except PackageNotFoundError:  # running from a source tree
+        __version__ = "0+unknown"
+
+__all__ = [
+    "IMPLEMENTATION",
+    "ChatMessage",
+    "MessageLike",
+    "SessionBackend",
+    "SessionMetadata",
+    "SessionQuery",
+    "SessionState",
+    "SessionStore",
+    "__version__",
+]

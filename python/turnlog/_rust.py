@@ -1,0 +1,90 @@
+"""``SessionStore`` backed by the Rust core (``turnlog._native``).
+
+Only argument plumbing lives here; the native ``JsonlStore`` does the reading, validation,
+locking and writing, with the GIL released around file I/O and parsing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Optional
+
+from ._impl import ChatMessage, native
+from ._jsonl import Durability, JsonlStoreBase, PathLike
+from .backend import MessageLike
+
+__all__ = ["SessionStore"]
+
+
+def _native_message(message: MessageLike) -> Any:
+    # The native side reads ChatMessage and dict directly; any other mapping is copied first.
+    if type(message) is dict or type(message) is ChatMessage:
+        return message
+    return ChatMessage.from_dict(message)  # type: ignore[arg-type]
+
+
+class SessionStore(JsonlStoreBase):
+    """Append-only JSONL session store with a Rust core.
+
+    Args:
+        workspace: The workspace folder; sessions live in ``<workspace>/sessions/``, which is
+            created (owner-only) if needed.
+        durability: ``"process"`` (default): an acknowledged write survives a crash of the
+            process. ``"power"``: it also survives power loss (fsync of file and folder).
+
+    Raises:
+        NotADirectoryError: ``workspace`` (or its ``sessions``) exists and is not a folder.
+        PermissionError: the folder cannot be created.
+    """
+
+    def __init__(self, workspace: PathLike, *, durability: Durability = "process") -> None:
+        super().__init__(workspace, durability=durability)
+        assert native is not None, "turnlog._native is not built"
+        self._native = native.JsonlStore(self._sessions_dir, durability == "power")
+
+    def _load(self, session_key: str, limit: Optional[int]) -> list[ChatMessage]:
+        return self._native.load(session_key, limit)  # type: ignore[no-any-return]
+
+    def _stat(self, session_key: str) -> Optional[tuple[int, int]]:
+        return self._native.stat(session_key)  # type: ignore[no-any-return]
+
+    def append(self, session_key: str, message: MessageLike) -> None:
+        """Add ``message`` (a ``ChatMessage`` or a mapping) as one line at the end of the session.
+
+        Raises:
+            TypeError, ValueError: a bad key or message; nothing is written.
+            OSError: the write failed; the file is left as it was.
+        """
+        self._native.append(session_key, _native_message(message))
+
+    def append_many(self, session_key: str, messages: Iterable[MessageLike]) -> None:
+        """Add ``messages`` in order with one locked write: all of them, or none on error."""
+        self._native.append_many(session_key, [_native_message(m) for m in messages])
+
+    def remove_last(self, session_key: str) -> bool:
+        """Remove the newest valid message; corrupt lines around it stay. ``True`` if one was."""
+        return self._native.remove_last(session_key)  # type: ignore[no-any-return]
+
+    def update_last(self, session_key: str, message: MessageLike) -> bool:
+        """Replace the newest valid message, atomically. ``False`` (nothing written) if none."""
+        return self._native.update_last(session_key, _native_message(message))  # type: ignore[no-any-return]
+
+    def compact(self, session_key: str) -> None:
+        """Rewrite the session with only its valid lines, stripped, atomically."""
+        self._native.compact(session_key)
+
+    def clear_messages(self, session_key: str) -> int:
+        """Empty the session (its file stays, so it stays listed). Returns the messages removed."""
+        return self._native.clear_messages(session_key)  # type: ignore[no-any-return]
+
+    def delete_session(self, session_key: str) -> bool:
+        """Delete the session's file. ``True`` if it existed."""
+        return self._native.delete_session(session_key)  # type: ignore[no-any-return]
+
+    def list_sessions(self) -> list[str]:
+        """Every session key, sorted. Files whose names no key maps to are not listed."""
+        return self._native.list_sessions()  # type: ignore[no-any-return]
+
+    def session_exists(self, session_key: str) -> bool:
+        """Whether the session has a file (an emptied session still exists)."""
+        return self._native.session_exists(session_key)  # type: ignore[no-any-return]

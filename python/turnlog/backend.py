@@ -1,0 +1,144 @@
+"""``SessionBackend``: the interface every turnlog store implements.
+
+Subclass it with the four abstract methods (``load``, ``append``, ``remove_last``,
+``list_sessions``) and every other method works through the defaults below; a backend overrides
+the ones it can do better or at all (names, state and search are no-ops by default, as in
+ZeroClaw's trait).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any, Optional, Union
+
+from ._impl import ChatMessage
+from ._types import SessionMetadata, SessionQuery, SessionState
+
+__all__ = ["MessageLike", "SessionBackend"]
+
+#: What ``append`` accepts: a ``ChatMessage`` or a mapping with ``role`` and ``content``.
+MessageLike = Union[ChatMessage, Mapping[str, Any]]
+
+
+class SessionBackend(abc.ABC):
+    """A store of chat sessions, each an ordered list of ``ChatMessage`` under a string key."""
+
+    @abc.abstractmethod
+    def load(self, session_key: str, limit: Optional[int] = None) -> list[ChatMessage]:
+        """The session's messages, oldest first; only the newest ``limit`` when given.
+
+        A session that does not exist loads as ``[]``.
+        """
+
+    @abc.abstractmethod
+    def append(self, session_key: str, message: MessageLike) -> None:
+        """Add one message at the end of the session, creating the session if needed."""
+
+    @abc.abstractmethod
+    def remove_last(self, session_key: str) -> bool:
+        """Remove the newest message. Returns ``True`` if there was one to remove."""
+
+    @abc.abstractmethod
+    def list_sessions(self) -> list[str]:
+        """Every session key, exactly as given to ``append``."""
+
+    def append_many(self, session_key: str, messages: Iterable[MessageLike]) -> None:
+        """Add several messages in order. The default appends them one by one."""
+        for message in list(messages):
+            self.append(session_key, message)
+
+    def update_last(self, session_key: str, message: MessageLike) -> bool:
+        """Replace the newest message. Returns ``False`` (and changes nothing) if there is none."""
+        if not self.remove_last(session_key):
+            return False
+        self.append(session_key, message)
+        return True
+
+    def clear_messages(self, session_key: str) -> int:
+        """Remove every message, keeping the session. Returns how many were removed."""
+        removed = 0
+        while self.remove_last(session_key):
+            removed += 1
+        return removed
+
+    def compact(self, session_key: str) -> None:
+        """Drop what is not a valid message from the session's storage. No-op by default."""
+
+    def delete_session(self, session_key: str) -> bool:
+        """Delete the session. Returns ``True`` if it existed. Not supported by default."""
+        return False
+
+    def session_exists(self, session_key: str) -> bool:
+        """Whether the session exists."""
+        return session_key in self.list_sessions()
+
+    def load_with_timestamps(
+        self, session_key: str, limit: Optional[int] = None
+    ) -> list[tuple[ChatMessage, Optional[datetime]]]:
+        """Messages paired with when they were stored, or ``None`` where the backend has no time."""
+        return [(message, None) for message in self.load(session_key, limit=limit)]
+
+    def list_sessions_with_metadata(self) -> list[SessionMetadata]:
+        """Metadata of every session. The default knows keys and message counts only."""
+        return [
+            SessionMetadata(key=key, message_count=len(self.load(key)))
+            for key in self.list_sessions()
+        ]
+
+    def get_session_metadata(self, session_key: str) -> Optional[SessionMetadata]:
+        """Metadata of one session, or ``None`` if it does not exist."""
+        for metadata in self.list_sessions_with_metadata():
+            if metadata.key == session_key:
+                return metadata
+        return None
+
+    def cleanup_stale(self, ttl_hours: int) -> int:
+        """Remove sessions idle for longer than ``ttl_hours``. Returns how many. No-op by default."""
+        return 0
+
+    def search(self, query: SessionQuery) -> list[SessionMetadata]:
+        """Sessions whose messages match ``query``. Returns ``[]`` by default."""
+        return []
+
+    def set_session_name(self, session_key: str, name: str) -> None:
+        """Set a human-readable name for the session. No-op by default."""
+
+    def get_session_name(self, session_key: str) -> Optional[str]:
+        """The session's name, if set. ``None`` by default."""
+        return None
+
+    def set_session_agent_alias(self, session_key: str, alias: str) -> None:
+        """Bind the session to an agent alias. No-op by default."""
+
+    def get_session_agent_alias(self, session_key: str) -> Optional[str]:
+        """The session's agent alias, if set. ``None`` by default."""
+        return None
+
+    def set_session_context(
+        self,
+        session_key: str,
+        *,
+        channel_id: Optional[str] = None,
+        room_id: Optional[str] = None,
+        sender_id: Optional[str] = None,
+    ) -> None:
+        """Record the routing context of the session. No-op by default."""
+
+    def set_session_state(
+        self, session_key: str, state: str, turn_id: Optional[str] = None
+    ) -> None:
+        """Set the turn state (``"idle"``, ``"running"``, ``"error"``). No-op by default."""
+
+    def get_session_state(self, session_key: str) -> Optional[SessionState]:
+        """The session's turn state. ``None`` when the backend does not track state (default)."""
+        return None
+
+    def list_running_sessions(self) -> list[SessionMetadata]:
+        """Sessions in the ``"running"`` state. ``[]`` by default."""
+        return []
+
+    def list_stuck_sessions(self, threshold_secs: int) -> list[SessionMetadata]:
+        """Sessions running for longer than ``threshold_secs``. ``[]`` by default."""
+        return []
