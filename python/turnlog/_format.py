@@ -79,7 +79,7 @@ def key_to_name(key: object) -> str:
 
 
 def name_to_key(name: str) -> str | None:
-    """The key stored under file name ``name`` (without suffix), or ``None`` if no key maps to it."""
+    """The key whose file name (without suffix) is ``name``; ``None`` if no key maps to it."""
     if _PLAIN_KEY.fullmatch(name):
         return name if len(name) <= MAX_NAME_BYTES else None
     if not _ESCAPED_NAME.fullmatch(name) or len(name) > MAX_NAME_BYTES:
@@ -149,7 +149,7 @@ def _has_surrogate(value: Any) -> bool:
 
 
 def _decode(raw: bytes) -> tuple[str, dict[str, Any]] | None:
-    """``(stripped line, object)`` if ``raw`` (one line, no newline) is a valid message, else None."""
+    """``(stripped line, object)`` if ``raw`` (a line, no newline) is a valid message."""
     try:
         text = raw.decode("utf-8").strip(WHITESPACE)
     except UnicodeDecodeError:

@@ -8,7 +8,7 @@ import errno
 import logging
 import os
 from datetime import datetime, timezone
-from typing import Literal, Optional, Union
+from typing import Literal, Union
 
 from ._impl import ChatMessage
 from ._types import SessionMetadata
@@ -28,7 +28,9 @@ def sessions_dir(workspace: PathLike) -> str:
     """Create ``<workspace>/sessions/`` (owner-only) if needed and return its absolute path."""
     path = os.fspath(workspace)
     if not isinstance(path, str):
-        raise TypeError(f"workspace must be a str or os.PathLike[str], not {type(workspace).__name__}")
+        raise TypeError(
+            f"workspace must be a str or os.PathLike[str], not {type(workspace).__name__}"
+        )
     if not path:
         raise ValueError("workspace must not be empty")
     if os.path.lexists(path) and not os.path.isdir(path):
@@ -43,7 +45,7 @@ def sessions_dir(workspace: PathLike) -> str:
     return sessions
 
 
-def check_limit(limit: Optional[int]) -> None:
+def check_limit(limit: int | None) -> None:
     """Refuse a ``limit`` that is not ``None`` or a non-negative int."""
     if limit is None:
         return
@@ -55,7 +57,7 @@ def check_limit(limit: Optional[int]) -> None:
 
 def check_durability(durability: object) -> Durability:
     if durability == "process" or durability == "power":
-        return durability  # type: ignore[return-value]
+        return durability
     raise ValueError(f"durability must be 'process' or 'power', not {durability!r}")
 
 
@@ -86,7 +88,7 @@ class JsonlStoreBase(SessionBackend):
             f"durability={self._durability!r})"
         )
 
-    def load(self, session_key: str, limit: Optional[int] = None) -> list[ChatMessage]:
+    def load(self, session_key: str, limit: int | None = None) -> list[ChatMessage]:
         """The session's valid messages, oldest first; the newest ``limit`` of them when given.
 
         Corrupt lines are skipped. A missing session loads as ``[]``; so does an unreadable file,
@@ -104,8 +106,8 @@ class JsonlStoreBase(SessionBackend):
             log.warning("turnlog: cannot read session %r: %s", session_key, error)
             return []
 
-    def get_session_metadata(self, session_key: str) -> Optional[SessionMetadata]:
-        """Key, message count and modification time of the session; ``None`` if it does not exist."""
+    def get_session_metadata(self, session_key: str) -> SessionMetadata | None:
+        """Key, message count and modification time; ``None`` if the session does not exist."""
         stat = self._stat(session_key)
         if stat is None:
             return None
@@ -123,9 +125,9 @@ class JsonlStoreBase(SessionBackend):
         return sessions
 
     @abc.abstractmethod
-    def _load(self, session_key: str, limit: Optional[int]) -> list[ChatMessage]:
+    def _load(self, session_key: str, limit: int | None) -> list[ChatMessage]:
         """Read the session; raises ``OSError`` when the file cannot be read."""
 
     @abc.abstractmethod
-    def _stat(self, session_key: str) -> Optional[tuple[int, int]]:
+    def _stat(self, session_key: str) -> tuple[int, int] | None:
         """``(valid message count, mtime in ns)`` of the session file, ``None`` if there is none."""

@@ -63,7 +63,9 @@ class ChatMessage:
             ValueError: ``role`` or ``content`` is missing.
         """
         if not isinstance(data, Mapping):
-            raise TypeError(f"a message must be a ChatMessage or a mapping, not {type(data).__name__}")
+            raise TypeError(
+                f"a message must be a ChatMessage or a mapping, not {type(data).__name__}"
+            )
         extra: dict[str, Any] = {}
         for name, value in data.items():
             if not isinstance(name, str):
@@ -113,7 +115,9 @@ class ChatMessage:
 
     def __repr__(self) -> str:
         if self._extra:
-            return f"ChatMessage(role={self.role!r}, content={self.content!r}, extra={self._extra!r})"
+            return (
+                f"ChatMessage(role={self.role!r}, content={self.content!r}, extra={self._extra!r})"
+            )
         return f"ChatMessage(role={self.role!r}, content={self.content!r})"
 
     def __reduce__(self) -> tuple[Any, tuple[dict[str, Any]]]:

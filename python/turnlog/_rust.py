@@ -7,7 +7,7 @@ locking and writing, with the GIL released around file I/O and parsing.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Optional
+from typing import Any
 
 from ._impl import ChatMessage, native
 from ._jsonl import Durability, JsonlStoreBase, PathLike
@@ -42,10 +42,10 @@ class SessionStore(JsonlStoreBase):
         assert native is not None, "turnlog._native is not built"
         self._native = native.JsonlStore(self._sessions_dir, durability == "power")
 
-    def _load(self, session_key: str, limit: Optional[int]) -> list[ChatMessage]:
+    def _load(self, session_key: str, limit: int | None) -> list[ChatMessage]:
         return self._native.load(session_key, limit)  # type: ignore[no-any-return]
 
-    def _stat(self, session_key: str) -> Optional[tuple[int, int]]:
+    def _stat(self, session_key: str) -> tuple[int, int] | None:
         return self._native.stat(session_key)  # type: ignore[no-any-return]
 
     def append(self, session_key: str, message: MessageLike) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Optional
 
 __all__ = ["SessionMetadata", "SessionQuery", "SessionState"]
 
@@ -27,14 +26,14 @@ class SessionMetadata:
     """
 
     key: str
-    name: Optional[str] = None
-    created_at: Optional[datetime] = None
-    last_activity: Optional[datetime] = None
+    name: str | None = None
+    created_at: datetime | None = None
+    last_activity: datetime | None = None
     message_count: int = 0
-    agent_alias: Optional[str] = None
-    channel_id: Optional[str] = None
-    room_id: Optional[str] = None
-    sender_id: Optional[str] = None
+    agent_alias: str | None = None
+    channel_id: str | None = None
+    room_id: str | None = None
+    sender_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -46,8 +45,8 @@ class SessionQuery:
         limit: The most sessions to return; ``None`` for no limit.
     """
 
-    keyword: Optional[str] = None
-    limit: Optional[int] = None
+    keyword: str | None = None
+    limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -61,5 +60,5 @@ class SessionState:
     """
 
     state: str
-    turn_id: Optional[str] = None
-    turn_started_at: Optional[datetime] = None
+    turn_id: str | None = None
+    turn_started_at: datetime | None = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any, Optional, Union
+from typing import Any
 
 from ._impl import ChatMessage
 from ._types import SessionMetadata, SessionQuery, SessionState
@@ -19,14 +19,14 @@ from ._types import SessionMetadata, SessionQuery, SessionState
 __all__ = ["MessageLike", "SessionBackend"]
 
 #: What ``append`` accepts: a ``ChatMessage`` or a mapping with ``role`` and ``content``.
-MessageLike = Union[ChatMessage, Mapping[str, Any]]
+MessageLike = ChatMessage | Mapping[str, Any]
 
 
 class SessionBackend(abc.ABC):
     """A store of chat sessions, each an ordered list of ``ChatMessage`` under a string key."""
 
     @abc.abstractmethod
-    def load(self, session_key: str, limit: Optional[int] = None) -> list[ChatMessage]:
+    def load(self, session_key: str, limit: int | None = None) -> list[ChatMessage]:
         """The session's messages, oldest first; only the newest ``limit`` when given.
 
         A session that does not exist loads as ``[]``.
@@ -75,8 +75,8 @@ class SessionBackend(abc.ABC):
         return session_key in self.list_sessions()
 
     def load_with_timestamps(
-        self, session_key: str, limit: Optional[int] = None
-    ) -> list[tuple[ChatMessage, Optional[datetime]]]:
+        self, session_key: str, limit: int | None = None
+    ) -> list[tuple[ChatMessage, datetime | None]]:
         """Messages paired with when they were stored, or ``None`` where the backend has no time."""
         return [(message, None) for message in self.load(session_key, limit=limit)]
 
@@ -87,7 +87,7 @@ class SessionBackend(abc.ABC):
             for key in self.list_sessions()
         ]
 
-    def get_session_metadata(self, session_key: str) -> Optional[SessionMetadata]:
+    def get_session_metadata(self, session_key: str) -> SessionMetadata | None:
         """Metadata of one session, or ``None`` if it does not exist."""
         for metadata in self.list_sessions_with_metadata():
             if metadata.key == session_key:
@@ -95,7 +95,7 @@ class SessionBackend(abc.ABC):
         return None
 
     def cleanup_stale(self, ttl_hours: int) -> int:
-        """Remove sessions idle for longer than ``ttl_hours``. Returns how many. No-op by default."""
+        """Remove sessions idle for over ``ttl_hours``; returns how many. No-op by default."""
         return 0
 
     def search(self, query: SessionQuery) -> list[SessionMetadata]:
@@ -105,14 +105,14 @@ class SessionBackend(abc.ABC):
     def set_session_name(self, session_key: str, name: str) -> None:
         """Set a human-readable name for the session. No-op by default."""
 
-    def get_session_name(self, session_key: str) -> Optional[str]:
+    def get_session_name(self, session_key: str) -> str | None:
         """The session's name, if set. ``None`` by default."""
         return None
 
     def set_session_agent_alias(self, session_key: str, alias: str) -> None:
         """Bind the session to an agent alias. No-op by default."""
 
-    def get_session_agent_alias(self, session_key: str) -> Optional[str]:
+    def get_session_agent_alias(self, session_key: str) -> str | None:
         """The session's agent alias, if set. ``None`` by default."""
         return None
 
@@ -120,18 +120,16 @@ class SessionBackend(abc.ABC):
         self,
         session_key: str,
         *,
-        channel_id: Optional[str] = None,
-        room_id: Optional[str] = None,
-        sender_id: Optional[str] = None,
+        channel_id: str | None = None,
+        room_id: str | None = None,
+        sender_id: str | None = None,
     ) -> None:
         """Record the routing context of the session. No-op by default."""
 
-    def set_session_state(
-        self, session_key: str, state: str, turn_id: Optional[str] = None
-    ) -> None:
+    def set_session_state(self, session_key: str, state: str, turn_id: str | None = None) -> None:
         """Set the turn state (``"idle"``, ``"running"``, ``"error"``). No-op by default."""
 
-    def get_session_state(self, session_key: str) -> Optional[SessionState]:
+    def get_session_state(self, session_key: str) -> SessionState | None:
         """The session's turn state. ``None`` when the backend does not track state (default)."""
         return None
 

@@ -13,7 +13,6 @@ import os
 import secrets
 import stat
 from collections.abc import Iterable, Iterator
-from typing import Optional
 
 from . import _format
 from ._impl import ChatMessage
@@ -26,7 +25,7 @@ _READ_CHUNK = 1 << 20
 
 
 def _read_all(fd: int) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     offset = 0
     while True:
         chunk = os.pread(fd, _READ_CHUNK, offset)
@@ -55,7 +54,7 @@ def _lines_backwards(data: bytes) -> Iterator[tuple[int, int]]:
         stop = newline
 
 
-def _last_valid(data: bytes) -> Optional[tuple[int, int]]:
+def _last_valid(data: bytes) -> tuple[int, int] | None:
     """``(start, end)`` of the newest valid line, its newline included in ``end``."""
     for start, stop in _lines_backwards(data):
         if _format.valid_text(data[start:stop]) is not None:
@@ -90,7 +89,7 @@ class SessionStore(JsonlStoreBase):
         return os.path.join(self._sessions_dir, _format.key_to_name(session_key) + _format.SUFFIX)
 
     @contextlib.contextmanager
-    def _locked(self, path: str, *, create: bool) -> Iterator[Optional[int]]:
+    def _locked(self, path: str, *, create: bool) -> Iterator[int | None]:
         """Hold ``flock`` on the file at ``path``: yields its fd, or ``None`` if it does not exist.
 
         The lock is on the transcript itself, so a writer that opened the file before a rewrite
@@ -111,7 +110,7 @@ class SessionStore(JsonlStoreBase):
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 held = os.fstat(fd)
                 try:
-                    current: Optional[os.stat_result] = os.lstat(path)
+                    current: os.stat_result | None = os.lstat(path)
                 except FileNotFoundError:
                     current = None
             except BaseException:
@@ -177,7 +176,7 @@ class SessionStore(JsonlStoreBase):
 
     # --- SessionBackend ---------------------------------------------------------------------------
 
-    def _load(self, session_key: str, limit: Optional[int]) -> list[ChatMessage]:
+    def _load(self, session_key: str, limit: int | None) -> list[ChatMessage]:
         path = self._path(session_key)
         if limit == 0:
             return []
@@ -189,7 +188,7 @@ class SessionStore(JsonlStoreBase):
         messages = [m for m in map(_format.parse_line, data.split(b"\n")) if m is not None]
         return messages if limit is None else messages[-limit:]
 
-    def _stat(self, session_key: str) -> Optional[tuple[int, int]]:
+    def _stat(self, session_key: str) -> tuple[int, int] | None:
         path = self._path(session_key)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)

@@ -1,0 +1,158 @@
+//! Session keys to file names and back.
+//!
+//! A key of ASCII letters, digits, `_` and `-` is its own file name, so ZeroClaw's files keep
+//! their names. In any other key every UTF-8 byte outside that set is written `%XX` (upper-case
+//! hex). The mapping is reversible, different keys never share a file, and a name never starts
+//! with a dot, so no key can reach a hidden, lock or temp file, or another folder.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// The suffix of every session file.
+pub const SUFFIX: &str = ".jsonl";
+/// Longest name, suffix excluded, that fits the 255-byte file names of ext4, xfs, btrfs and APFS.
+pub const MAX_NAME_BYTES: usize = 255 - SUFFIX.len();
+
+/// Why a key has no file name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyError {
+    Empty,
+    /// The encoded name would need this many bytes.
+    TooLong(usize),
+}
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyError::Empty => write!(f, "session key must not be empty"),
+            KeyError::TooLong(len) => write!(
+                f,
+                "session key is too long: its file name needs {len} bytes, at most {MAX_NAME_BYTES} fit"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for KeyError {}
+
+fn is_plain(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-'
+}
+
+/// The file name (without [`SUFFIX`]) of the session `key`.
+pub fn key_to_name(key: &str) -> Result<Cow<'_, str>, KeyError> {
+    if key.is_empty() {
+        return Err(KeyError::Empty);
+    }
+    let name = if key.bytes().all(is_plain) {
+        Cow::Borrowed(key)
+    } else {
+        const HEX: &[u8; 16] = b"0123456789ABCDEF";
+        let mut name = String::with_capacity(key.len() * 3);
+        for byte in key.bytes() {
+            if is_plain(byte) {
+                name.push(byte as char);
+            } else {
+                name.push('%');
+                name.push(HEX[usize::from(byte >> 4)] as char);
+                name.push(HEX[usize::from(byte & 15)] as char);
+            }
+        }
+        Cow::Owned(name)
+    };
+    if name.len() > MAX_NAME_BYTES {
+        return Err(KeyError::TooLong(name.len()));
+    }
+    Ok(name)
+}
+
+fn upper_hex(byte: u8) -> Option<u8> {
+    match byte {
+        b'0'..=b'9' => Some(byte - b'0'),
+        b'A'..=b'F' => Some(byte - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// The key whose file name (without [`SUFFIX`]) is `name`; `None` when no key maps to it.
+pub fn name_to_key(name: &str) -> Option<String> {
+    if name.is_empty() || name.len() > MAX_NAME_BYTES {
+        return None;
+    }
+    let bytes = name.as_bytes();
+    let mut raw = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let byte = bytes[i];
+        if is_plain(byte) {
+            raw.push(byte);
+            i += 1;
+        } else if byte == b'%' {
+            let high = upper_hex(*bytes.get(i + 1)?)?;
+            let low = upper_hex(*bytes.get(i + 2)?)?;
+            let decoded = high << 4 | low;
+            if is_plain(decoded) {
+                return None; // key_to_name never escapes these
+            }
+            raw.push(decoded);
+            i += 3;
+        } else {
+            return None;
+        }
+    }
+    String::from_utf8(raw).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_keys_keep_their_name() {
+        assert_eq!(
+            key_to_name("telegram_user-123").unwrap(),
+            "telegram_user-123"
+        );
+        assert_eq!(
+            name_to_key("telegram_user-123").as_deref(),
+            Some("telegram_user-123")
+        );
+    }
+
+    #[test]
+    fn other_keys_are_escaped_and_round_trip() {
+        for key in [
+            "a/b",
+            "a:b",
+            "../x",
+            ".hidden",
+            "ключ",
+            "with space",
+            "x.jsonl",
+            "\0",
+            "%",
+        ] {
+            let name = key_to_name(key).unwrap();
+            assert!(!name.starts_with('.'), "{name}");
+            assert!(!name.contains('/') && !name.contains('.'), "{name}");
+            assert_eq!(name_to_key(&name).as_deref(), Some(key));
+        }
+        assert_eq!(key_to_name("a/b").unwrap(), "a%2Fb");
+        assert_ne!(key_to_name("a/b").unwrap(), key_to_name("a_b").unwrap());
+    }
+
+    #[test]
+    fn bad_keys() {
+        assert_eq!(key_to_name(""), Err(KeyError::Empty));
+        assert_eq!(key_to_name(&"a".repeat(249)).unwrap().len(), 249);
+        assert_eq!(key_to_name(&"a".repeat(250)), Err(KeyError::TooLong(250)));
+        assert_eq!(key_to_name(&"/".repeat(84)), Err(KeyError::TooLong(252)));
+    }
+
+    #[test]
+    fn non_canonical_names_have_no_key() {
+        for name in ["a%2fb", "%41", "a%2", "a%", "a.b", ".x", "", "%FF"] {
+            assert_eq!(name_to_key(name), None, "{name}");
+        }
+    }
+}

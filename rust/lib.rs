@@ -1,0 +1,19 @@
+//! turnlog's core: a crash-safe, multi-process JSONL session store for chat bots.
+//!
+//! The modules are plain Rust with their own tests; the PyO3 layer (`py`, behind the `python`
+//! feature) only converts between Python objects and these types.
+//!
+//! - [`keys`]: session keys to file names, reversibly.
+//! - [`record`]: the strict parser that decides whether a line is a valid message.
+//! - [`json`]: writing JSON strings exactly as Python's `json.dumps(ensure_ascii=False)` does.
+//! - [`lines`]: reading a file's lines forwards and backwards in bounded memory.
+//! - [`store`]: locking, appends, tail reads, truncation and atomic rewrites.
+
+pub mod json;
+pub mod keys;
+pub mod lines;
+pub mod record;
+pub mod store;
+
+#[cfg(feature = "python")]
+mod py;

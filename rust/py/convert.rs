@@ -1,0 +1,91 @@
+//! Parsed records to Python objects.
+
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString};
+
+use super::message::ChatMessage;
+use crate::record::{Record, Value};
+
+/// Role strings seen in this load, so a million messages share a handful of `str` objects.
+#[derive(Default)]
+pub struct RoleCache {
+    roles: Vec<(String, Py<PyString>)>,
+}
+
+impl RoleCache {
+    /// Few distinct roles is the normal case; past this many, stop caching new ones.
+    const MAX: usize = 16;
+
+    fn get(&mut self, py: Python<'_>, role: &str) -> Py<PyString> {
+        if let Some((_, cached)) = self.roles.iter().find(|(text, _)| text == role) {
+            return cached.clone_ref(py);
+        }
+        let made = PyString::new(py, role).unbind();
+        if self.roles.len() < Self::MAX {
+            self.roles.push((role.to_owned(), made.clone_ref(py)));
+        }
+        made
+    }
+}
+
+fn big_int<'py>(py: Python<'py>, literal: &str) -> PyResult<Bound<'py, PyAny>> {
+    static INT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let int = INT.get_or_try_init(py, || {
+        py.import("builtins")?.getattr("int").map(Bound::unbind)
+    })?;
+    int.bind(py).call1((literal,))
+}
+
+fn to_py_value<'py>(py: Python<'py>, value: &Value<'_>) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match value {
+        Value::Null => py.None().into_bound(py),
+        Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
+        Value::Int(literal) => match literal.parse::<i64>() {
+            Ok(small) => PyInt::new(py, small).into_any(),
+            Err(_) => big_int(py, literal)?,
+        },
+        Value::Float(f) => PyFloat::new(py, *f).into_any(),
+        Value::Str(text) => PyString::new(py, text).into_any(),
+        Value::Array(items) => {
+            let list = PyList::empty(py);
+            for item in items {
+                list.append(to_py_value(py, item)?)?;
+            }
+            list.into_any()
+        }
+        Value::Object(fields) => fields_dict(py, fields)?.into_any(),
+    })
+}
+
+fn fields_dict<'py>(
+    py: Python<'py>,
+    fields: &[(std::borrow::Cow<'_, str>, Value<'_>)],
+) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    for (name, item) in fields {
+        dict.set_item(PyString::new(py, name), to_py_value(py, item)?)?;
+    }
+    Ok(dict)
+}
+
+/// A `ChatMessage` for a parsed record.
+pub fn message(
+    py: Python<'_>,
+    roles: &mut RoleCache,
+    record: &Record<'_>,
+) -> PyResult<Py<ChatMessage>> {
+    let extra = if record.extra.is_empty() {
+        None
+    } else {
+        Some(fields_dict(py, &record.extra)?.unbind())
+    };
+    Py::new(
+        py,
+        ChatMessage {
+            role: roles.get(py, &record.role),
+            content: PyString::new(py, &record.content).unbind(),
+            extra,
+        },
+    )
+}

@@ -1,0 +1,219 @@
+//! `ChatMessage`, built in Rust so that a load creates each message without running Python
+//! code. Its behaviour is that of the pure-Python class in `python/turnlog/_message.py`.
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyMapping, PyString, PyTuple, PyType};
+
+/// One chat message: a ``role``, a ``content`` string, and any extra top-level fields.
+#[pyclass(module = "turnlog", name = "ChatMessage")]
+pub struct ChatMessage {
+    /// Who spoke, e.g. ``"user"``, ``"assistant"``, ``"system"`` or ``"tool"``.
+    #[pyo3(get, set)]
+    pub role: Py<PyString>,
+    /// The text of the message.
+    #[pyo3(get, set)]
+    pub content: Py<PyString>,
+    /// Extra fields; `None` stands for `{}` until someone asks for the dict.
+    pub extra: Option<Py<PyDict>>,
+}
+
+fn type_name(value: &Bound<'_, PyAny>) -> String {
+    value
+        .get_type()
+        .name()
+        .map_or_else(|_| "?".to_owned(), |n| n.to_string())
+}
+
+fn checked_str<'py>(value: &Bound<'py, PyAny>, what: &str) -> PyResult<Bound<'py, PyString>> {
+    value.cast::<PyString>().cloned().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "ChatMessage {what} must be str, not {}",
+            type_name(value)
+        ))
+    })
+}
+
+fn non_empty<'py>(extra: Option<&Py<PyDict>>, py: Python<'py>) -> Option<Bound<'py, PyDict>> {
+    extra.map(|d| d.bind(py).clone()).filter(|d| !d.is_empty())
+}
+
+impl ChatMessage {
+    pub fn build(
+        py: Python<'_>,
+        role: &Bound<'_, PyAny>,
+        content: &Bound<'_, PyAny>,
+        extra: Option<Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        let _ = py;
+        Ok(ChatMessage {
+            role: checked_str(role, "role")?.unbind(),
+            content: checked_str(content, "content")?.unbind(),
+            extra: extra.filter(|d| !d.is_empty()).map(Bound::unbind),
+        })
+    }
+}
+
+#[pymethods]
+impl ChatMessage {
+    #[classattr]
+    const __hash__: Option<Py<PyAny>> = None;
+
+    #[new]
+    #[pyo3(signature = (role, content, **extra))]
+    fn new(
+        py: Python<'_>,
+        role: &Bound<'_, PyAny>,
+        content: &Bound<'_, PyAny>,
+        extra: Option<Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        Self::build(py, role, content, extra)
+    }
+
+    /// Every top-level field other than ``role`` and ``content`` (``{}`` when none).
+    #[getter]
+    fn extra(&mut self, py: Python<'_>) -> Py<PyDict> {
+        self.extra
+            .get_or_insert_with(|| PyDict::new(py).unbind())
+            .clone_ref(py)
+    }
+
+    #[setter]
+    fn set_extra(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let dict = value.cast::<PyDict>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "ChatMessage extra must be a dict, not {}",
+                type_name(value)
+            ))
+        })?;
+        self.extra = Some(dict.clone().unbind());
+        Ok(())
+    }
+
+    /// Build a message from a mapping with ``role`` and ``content`` and any other fields.
+    #[classmethod]
+    pub fn from_dict(_cls: &Bound<'_, PyType>, data: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let py = data.py();
+        let mapping = data.cast::<PyMapping>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "a message must be a ChatMessage or a mapping, not {}",
+                type_name(data)
+            ))
+        })?;
+        let extra = PyDict::new(py);
+        let (mut role, mut content) = (None, None);
+        for item in mapping.items()?.iter() {
+            let (name, value) = item.extract::<(Bound<'_, PyAny>, Bound<'_, PyAny>)>()?;
+            let name_str = name.cast::<PyString>().map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "message field names must be str, not {}",
+                    type_name(&name)
+                ))
+            })?;
+            match name_str.to_cow()?.as_ref() {
+                "role" => role = Some(value),
+                "content" => content = Some(value),
+                _ => extra.set_item(name_str, value)?,
+            }
+        }
+        let role = role.ok_or_else(|| PyValueError::new_err("message has no 'role' field"))?;
+        let content =
+            content.ok_or_else(|| PyValueError::new_err("message has no 'content' field"))?;
+        Self::build(py, &role, &content, Some(extra))
+    }
+
+    /// A ``system`` message.
+    #[classmethod]
+    fn system(_cls: &Bound<'_, PyType>, content: &Bound<'_, PyAny>) -> PyResult<Self> {
+        Self::build(
+            content.py(),
+            &PyString::new(content.py(), "system"),
+            content,
+            None,
+        )
+    }
+
+    /// A ``user`` message.
+    #[classmethod]
+    fn user(_cls: &Bound<'_, PyType>, content: &Bound<'_, PyAny>) -> PyResult<Self> {
+        Self::build(
+            content.py(),
+            &PyString::new(content.py(), "user"),
+            content,
+            None,
+        )
+    }
+
+    /// An ``assistant`` message.
+    #[classmethod]
+    fn assistant(_cls: &Bound<'_, PyType>, content: &Bound<'_, PyAny>) -> PyResult<Self> {
+        Self::build(
+            content.py(),
+            &PyString::new(content.py(), "assistant"),
+            content,
+            None,
+        )
+    }
+
+    /// A ``tool`` message.
+    #[classmethod]
+    fn tool(_cls: &Bound<'_, PyType>, content: &Bound<'_, PyAny>) -> PyResult<Self> {
+        Self::build(
+            content.py(),
+            &PyString::new(content.py(), "tool"),
+            content,
+            None,
+        )
+    }
+
+    /// A new dict ``{"role": ..., "content": ..., **extra}``.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let dict = PyDict::new(py);
+        dict.set_item(pyo3::intern!(py, "role"), &self.role)?;
+        dict.set_item(pyo3::intern!(py, "content"), &self.content)?;
+        if let Some(extra) = non_empty(self.extra.as_ref(), py) {
+            dict.update(extra.as_mapping())?;
+        }
+        Ok(dict)
+    }
+
+    fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let Ok(other) = other.cast::<ChatMessage>() else {
+            return Ok(py.NotImplemented());
+        };
+        let other = other.borrow();
+        let same = PyAnyMethods::eq(self.role.bind(py).as_any(), other.role.bind(py))?
+            && PyAnyMethods::eq(self.content.bind(py).as_any(), other.content.bind(py))?
+            && match (
+                non_empty(self.extra.as_ref(), py),
+                non_empty(other.extra.as_ref(), py),
+            ) {
+                (None, None) => true,
+                (Some(a), Some(b)) => PyAnyMethods::eq(a.as_any(), b)?,
+                _ => false,
+            };
+        Ok(same.into_pyobject(py)?.to_owned().into_any().unbind())
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let role = self.role.bind(py).repr()?;
+        let content = self.content.bind(py).repr()?;
+        Ok(match non_empty(self.extra.as_ref(), py) {
+            Some(extra) => format!(
+                "ChatMessage(role={role}, content={content}, extra={})",
+                extra.repr()?
+            ),
+            None => format!("ChatMessage(role={role}, content={content})"),
+        })
+    }
+
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let from_dict = py
+            .get_type::<ChatMessage>()
+            .getattr(pyo3::intern!(py, "from_dict"))?;
+        PyTuple::new(
+            py,
+            [from_dict, PyTuple::new(py, [self.to_dict(py)?])?.into_any()],
+        )
+    }
+}

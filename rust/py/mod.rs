@@ -1,0 +1,18 @@
+//! The PyO3 layer: `turnlog._native`. It converts Python arguments to Rust data, releases the
+//! GIL around the core's file work, and turns results and errors back into Python objects.
+
+mod convert;
+mod encode;
+mod errors;
+mod message;
+mod store;
+
+use pyo3::prelude::*;
+
+#[pymodule(gil_used = false)]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<message::ChatMessage>()?;
+    m.add_class::<store::JsonlStore>()?;
+    Ok(())
+}

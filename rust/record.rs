@@ -1,0 +1,572 @@
+//! What a line of a session file means: the strict JSON parser that decides whether a line is a
+//! valid message and slices its fields out.
+//!
+//! The rules are those of `docs/FORMAT.md`, identical to the pure-Python reference
+//! (`python/turnlog/_format.py`): the line must be UTF-8; stripped of Unicode white space (what
+//! `str::trim` strips, as ZeroClaw does) it must be exactly one JSON object (RFC 8259: no NaN,
+//! no trailing junk, no lone surrogate escapes) with string `role` and `content`. Duplicate keys,
+//! nesting deeper than [`MAX_DEPTH`] and integers longer than [`MAX_INT_DIGITS`] digits make a line
+//! corrupt too.
+//!
+//! Strings without escapes are borrowed from the line, so the common message costs no allocation.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+
+/// Deepest nesting of objects and arrays, the message object itself counting as 1.
+pub const MAX_DEPTH: usize = 128;
+/// Longest integer literal (digits, sign not counted): CPython's default `int` conversion limit.
+pub const MAX_INT_DIGITS: usize = 4300;
+
+/// A JSON value of an extra field.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value<'a> {
+    Null,
+    Bool(bool),
+    /// An integer literal as written (sign included), so that any size converts exactly.
+    Int(&'a str),
+    Float(f64),
+    Str(Cow<'a, str>),
+    Array(Vec<Value<'a>>),
+    Object(Vec<(Cow<'a, str>, Value<'a>)>),
+}
+
+/// A valid message line: role, content and the other top-level fields in file order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record<'a> {
+    pub role: Cow<'a, str>,
+    pub content: Cow<'a, str>,
+    pub extra: Vec<(Cow<'a, str>, Value<'a>)>,
+}
+
+/// The line (without its newline) stripped of surrounding Unicode white space, if it is UTF-8.
+fn trimmed(line: &[u8]) -> Option<&str> {
+    std::str::from_utf8(line).ok().map(str::trim)
+}
+
+/// Parses a line (without its newline). `None` when the line is corrupt.
+pub fn parse(line: &[u8]) -> Option<Record<'_>> {
+    Parser::new(trimmed(line)?, true).message()
+}
+
+/// Whether a line (without its newline) holds a valid message; allocates nothing for the usual
+/// role/content line.
+pub fn is_valid(line: &[u8]) -> bool {
+    valid_text(line).is_some()
+}
+
+/// The line stripped of surrounding white space when it is a valid message (what `compact` keeps).
+pub fn valid_text(line: &[u8]) -> Option<&[u8]> {
+    let text = trimmed(line)?;
+    Parser::new(text, false).message().map(|_| text.as_bytes())
+}
+
+type Fail<T> = Result<T, ()>;
+
+struct Parser<'a> {
+    text: &'a str,
+    bytes: &'a [u8],
+    pos: usize,
+    /// False when only validating: strings are checked but not unescaped, values not kept.
+    build: bool,
+}
+
+/// Bytes that end the fast run inside a string: the quote, the backslash and control characters.
+const STRING_STOP: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        table[i] = true;
+        i += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
+
+impl<'a> Parser<'a> {
+    fn new(text: &'a str, build: bool) -> Self {
+        Parser {
+            text,
+            bytes: text.as_bytes(),
+            pos: 0,
+            build,
+        }
+    }
+
+    fn message(mut self) -> Option<Record<'a>> {
+        let record = self.top_object().ok()?;
+        self.skip_ws();
+        (self.pos == self.bytes.len()).then_some(record)
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    fn expect(&mut self, byte: u8) -> Fail<()> {
+        if self.peek() == Some(byte) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(())
+        }
+    }
+
+    /// The message object: `role` and `content` pulled out, the rest kept in order.
+    fn top_object(&mut self) -> Fail<Record<'a>> {
+        self.expect(b'{')?;
+        let mut role = None;
+        let mut content = None;
+        let mut extra = Vec::new();
+        let mut keys = KeySet::default();
+        self.skip_ws();
+        if self.peek() == Some(b'}') {
+            return Err(()); // no role, no content
+        }
+        loop {
+            self.skip_ws();
+            let key_text = self.string(true)?;
+            keys.insert(key_text.clone())?;
+            self.skip_ws();
+            self.expect(b':')?;
+            self.skip_ws();
+            match &*key_text {
+                "role" => role = Some(self.string_value()?),
+                "content" => content = Some(self.string_value()?),
+                _ => {
+                    let value = self.value(1)?;
+                    if self.build {
+                        extra.push((key_text, value));
+                    }
+                }
+            }
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {
+                    self.pos += 1;
+                    break;
+                }
+                _ => return Err(()),
+            }
+        }
+        Ok(Record {
+            role: role.ok_or(())?,
+            content: content.ok_or(())?,
+            extra,
+        })
+    }
+
+    /// A value that must be a string (role and content).
+    fn string_value(&mut self) -> Fail<Cow<'a, str>> {
+        if self.peek() == Some(b'"') {
+            self.string(self.build)
+        } else {
+            Err(())
+        }
+    }
+
+    /// Any JSON value; `depth` counts the containers around it.
+    fn value(&mut self, depth: usize) -> Fail<Value<'a>> {
+        match self.peek().ok_or(())? {
+            b'"' => Ok(Value::Str(self.string(self.build)?)),
+            b'{' => self.object(depth + 1),
+            b'[' => self.array(depth + 1),
+            b't' => self.literal("true", Value::Bool(true)),
+            b'f' => self.literal("false", Value::Bool(false)),
+            b'n' => self.literal("null", Value::Null),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => Err(()),
+        }
+    }
+
+    fn literal(&mut self, word: &str, value: Value<'a>) -> Fail<Value<'a>> {
+        if self.bytes[self.pos..].starts_with(word.as_bytes()) {
+            self.pos += word.len();
+            Ok(value)
+        } else {
+            Err(())
+        }
+    }
+
+    fn object(&mut self, depth: usize) -> Fail<Value<'a>> {
+        if depth > MAX_DEPTH {
+            return Err(());
+        }
+        self.expect(b'{')?;
+        let mut fields = Vec::new();
+        let mut keys = KeySet::default();
+        self.skip_ws();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return Ok(Value::Object(fields));
+        }
+        loop {
+            self.skip_ws();
+            let key = self.string(true)?;
+            keys.insert(key.clone())?;
+            self.skip_ws();
+            self.expect(b':')?;
+            self.skip_ws();
+            let value = self.value(depth)?;
+            if self.build {
+                fields.push((key, value));
+            }
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(Value::Object(fields));
+                }
+                _ => return Err(()),
+            }
+        }
+    }
+
+    fn array(&mut self, depth: usize) -> Fail<Value<'a>> {
+        if depth > MAX_DEPTH {
+            return Err(());
+        }
+        self.expect(b'[')?;
+        let mut items = Vec::new();
+        self.skip_ws();
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            return Ok(Value::Array(items));
+        }
+        loop {
+            self.skip_ws();
+            let value = self.value(depth)?;
+            if self.build {
+                items.push(value);
+            }
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(Value::Array(items));
+                }
+                _ => return Err(()),
+            }
+        }
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.pos;
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.pos += 1;
+        }
+        self.pos - start
+    }
+
+    fn number(&mut self) -> Fail<Value<'a>> {
+        let start = self.pos;
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        let int_digits = match self.peek() {
+            Some(b'0') => {
+                self.pos += 1;
+                1
+            }
+            Some(b'1'..=b'9') => self.digits(),
+            _ => return Err(()),
+        };
+        let mut is_float = false;
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            if self.digits() == 0 {
+                return Err(());
+            }
+            is_float = true;
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.pos += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.pos += 1;
+            }
+            if self.digits() == 0 {
+                return Err(());
+            }
+            is_float = true;
+        }
+        let literal = &self.text[start..self.pos];
+        if is_float {
+            // Rust and Python both round correctly, and both overflow to infinity.
+            literal.parse::<f64>().map(Value::Float).map_err(|_| ())
+        } else if int_digits > MAX_INT_DIGITS {
+            Err(())
+        } else {
+            Ok(Value::Int(literal))
+        }
+    }
+
+    /// A string starting at the opening quote. Borrowed when it has no escapes; when `build` is
+    /// false escapes are checked but not decoded (keys are always decoded: duplicates and the
+    /// names `role`/`content` are decided on the decoded text).
+    fn string(&mut self, build: bool) -> Fail<Cow<'a, str>> {
+        self.expect(b'"')?;
+        let start = self.pos;
+        let mut owned: Option<String> = None;
+        let mut run_start = start;
+        loop {
+            while self.pos < self.bytes.len() && !STRING_STOP[self.bytes[self.pos] as usize] {
+                self.pos += 1;
+            }
+            match self.peek().ok_or(())? {
+                b'"' => {
+                    let run = &self.text[run_start..self.pos];
+                    self.pos += 1;
+                    return Ok(match owned {
+                        Some(mut text) if build => {
+                            text.push_str(run);
+                            Cow::Owned(text)
+                        }
+                        Some(_) => Cow::Borrowed(""), // validated, not decoded
+                        None => Cow::Borrowed(run),
+                    });
+                }
+                b'\\' => {
+                    let run = &self.text[run_start..self.pos];
+                    self.pos += 1;
+                    let ch = self.escape()?;
+                    if build {
+                        let text = owned.get_or_insert_with(String::new);
+                        text.push_str(run);
+                        text.push(ch);
+                    } else {
+                        owned.get_or_insert_with(String::new);
+                    }
+                    run_start = self.pos;
+                }
+                _ => return Err(()), // a raw control character
+            }
+        }
+    }
+
+    fn hex4(&mut self) -> Fail<u32> {
+        let digits = self.bytes.get(self.pos..self.pos + 4).ok_or(())?;
+        let mut value = 0;
+        for &digit in digits {
+            value = value * 16 + (digit as char).to_digit(16).ok_or(())?;
+        }
+        self.pos += 4;
+        Ok(value)
+    }
+
+    /// The character of the escape after a backslash; surrogates must come in valid pairs.
+    fn escape(&mut self) -> Fail<char> {
+        let byte = self.peek().ok_or(())?;
+        self.pos += 1;
+        Ok(match byte {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let unit = self.hex4()?;
+                match unit {
+                    0xD800..=0xDBFF => {
+                        if !self.bytes[self.pos..].starts_with(b"\\u") {
+                            return Err(());
+                        }
+                        self.pos += 2;
+                        let low = self.hex4()?;
+                        if !(0xDC00..=0xDFFF).contains(&low) {
+                            return Err(());
+                        }
+                        let code = 0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00);
+                        char::from_u32(code).ok_or(())?
+                    }
+                    0xDC00..=0xDFFF => return Err(()),
+                    _ => char::from_u32(unit).ok_or(())?,
+                }
+            }
+            _ => return Err(()),
+        })
+    }
+}
+
+/// The keys of one object, to refuse duplicates. A linear scan while small; a hash set when an
+/// object has many keys, so a hostile line cannot make parsing quadratic.
+#[derive(Default)]
+struct KeySet<'k> {
+    few: Vec<Cow<'k, str>>,
+    many: Option<HashSet<Cow<'k, str>>>,
+}
+
+impl<'k> KeySet<'k> {
+    fn insert(&mut self, key: Cow<'k, str>) -> Fail<()> {
+        if let Some(set) = &mut self.many {
+            return if set.insert(key) { Ok(()) } else { Err(()) };
+        }
+        if self.few.contains(&key) {
+            return Err(());
+        }
+        self.few.push(key);
+        if self.few.len() > 16 {
+            self.many = Some(self.few.drain(..).collect());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(line: &str) -> Record<'_> {
+        parse(line.as_bytes()).unwrap_or_else(|| panic!("should be valid: {line:?}"))
+    }
+
+    fn corrupt(line: &[u8]) {
+        assert!(
+            parse(line).is_none(),
+            "should be corrupt: {:?}",
+            String::from_utf8_lossy(line)
+        );
+        assert!(
+            !is_valid(line),
+            "validator disagrees: {:?}",
+            String::from_utf8_lossy(line)
+        );
+    }
+
+    #[test]
+    fn plain_message_is_borrowed() {
+        let record = ok(r#"{"role":"user","content":"hello"}"#);
+        assert_eq!(record.role, "user");
+        assert!(matches!(record.content, Cow::Borrowed("hello")));
+        assert!(record.extra.is_empty());
+    }
+
+    #[test]
+    fn escapes_and_pairs_decode() {
+        let record = ok(r#"{"content":"a\"b\\c\nd\u00e9\ud83d\ude00\/","role":"x"}"#);
+        assert_eq!(record.content, "a\"b\\c\ndé😀/");
+    }
+
+    #[test]
+    fn extras_keep_order_and_types() {
+        let record = ok(r#" {"role":"a","x":[1,-2.5e3,true,null],"content":"c","y":{"z":"w"}} "#);
+        assert_eq!(record.extra.len(), 2);
+        assert_eq!(record.extra[0].0, "x");
+        assert_eq!(
+            record.extra[0].1,
+            Value::Array(vec![
+                Value::Int("1"),
+                Value::Float(-2500.0),
+                Value::Bool(true),
+                Value::Null
+            ])
+        );
+        assert_eq!(record.extra[1].0, "y");
+    }
+
+    #[test]
+    fn unicode_whitespace_is_trimmed() {
+        ok("\u{a0}\u{3000}\t{\"role\":\"a\",\"content\":\"b\"}\r");
+        corrupt("\u{1c}{\"role\":\"a\",\"content\":\"b\"}".as_bytes());
+    }
+
+    #[test]
+    fn corrupt_lines() {
+        for line in [
+            "",
+            "   ",
+            "garbage",
+            r#"{"role":"a","content":"b""#,
+            r#"{"role":"a","content":"b"}x"#,
+            r#"{"role":"a","content":"b"}{}"#,
+            r#"["role","content"]"#,
+            r#""text""#,
+            "42",
+            r#"{"role":1,"content":"b"}"#,
+            r#"{"role":"a","content":null}"#,
+            r#"{"role":"a"}"#,
+            r#"{"content":"b"}"#,
+            "{}",
+            r#"{"role":"a","content":"\ud800"}"#,
+            r#"{"role":"a","content":"\udc00\ud800"}"#,
+            r#"{"role":"a","content":"\ud800\u0041"}"#,
+            r#"{"role":"a","content":"b","x":NaN}"#,
+            r#"{"role":"a","content":"b","x":Infinity}"#,
+            r#"{"role":"a","content":"b","x":-Infinity}"#,
+            r#"{"role":"a","role":"b","content":"c"}"#,
+            r#"{"role":"a","content":"c","x":{"k":1,"k":2}}"#,
+            "\u{feff}{\"role\":\"a\",\"content\":\"b\"}",
+            "{\"role\":\"a\",\"content\":\"b\u{0}\"}",
+            "{\"role\":\"a\",\"content\":\"b\"}\u{0}",
+            r#"{"role":"a","content":"b","x":01}"#,
+            r#"{"role":"a","content":"b","x":1.}"#,
+            r#"{"role":"a","content":"b","x":.5}"#,
+            r#"{"role":"a","content":"b","x":+1}"#,
+            r#"{"role":"a","content":"b","x":[1,]}"#,
+            r#"{"role":"a","content":"b",}"#,
+            r#"{"role":"a","content":"\x"}"#,
+            r#"{"role":"a","content":"\u12"}"#,
+            r#"{'role':'a','content':'b'}"#,
+        ] {
+            corrupt(line.as_bytes());
+        }
+        corrupt(b"{\"role\":\"a\",\"content\":\"\xff\"}");
+        corrupt(b"{\"role\":\"a\",\"content\":\"\xed\xa0\x80\"}"); // UTF-8-encoded surrogate
+    }
+
+    #[test]
+    fn depth_limit() {
+        let nested = |depth: usize| {
+            let inner = depth - 1; // the message object is level 1
+            format!(
+                r#"{{"role":"a","content":"b","x":{}{}}}"#,
+                "[".repeat(inner),
+                "]".repeat(inner)
+            )
+        };
+        assert!(parse(nested(MAX_DEPTH).as_bytes()).is_some());
+        corrupt(nested(MAX_DEPTH + 1).as_bytes());
+    }
+
+    #[test]
+    fn integer_digit_limit() {
+        let line = |digits: usize| {
+            format!(
+                r#"{{"role":"a","content":"b","x":-{}}}"#,
+                "9".repeat(digits)
+            )
+        };
+        assert!(parse(line(MAX_INT_DIGITS).as_bytes()).is_some());
+        corrupt(line(MAX_INT_DIGITS + 1).as_bytes());
+        let huge = ok(r#"{"role":"a","content":"b","x":1e400}"#);
+        assert_eq!(huge.extra[0].1, Value::Float(f64::INFINITY));
+    }
+
+    #[test]
+    fn duplicate_keys_with_escapes_and_many_keys() {
+        corrupt(br#"{"role":"a","content":"b","k":1,"\u006b":2}"#);
+        let many: String = (0..40).map(|i| format!(r#","k{i}":{i}"#)).collect();
+        assert!(parse(format!(r#"{{"role":"a","content":"b"{many}}}"#).as_bytes()).is_some());
+        corrupt(format!(r#"{{"role":"a","content":"b"{many},"k7":0}}"#).as_bytes());
+    }
+
+    #[test]
+    fn valid_text_strips() {
+        assert_eq!(
+            valid_text(b"  {\"role\":\"a\",\"content\":\"b\"}\r"),
+            Some(&b"{\"role\":\"a\",\"content\":\"b\"}"[..])
+        );
+    }
+}

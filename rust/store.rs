@@ -1,0 +1,543 @@
+//! The JSONL session store's file operations, free of Python: locking, appends that survive a
+//! torn last line, tail reads, in-place truncation and atomic rewrites.
+//!
+//! Locking: every writer takes `flock(LOCK_EX)` on the transcript itself (the pure-Python store
+//! does the same, so they exclude each other). Because a rewrite renames a new file over the
+//! path, a writer that opened the old file must notice, after it gets the lock, that the path
+//! now names another inode, and start again; otherwise its append would land in the replaced
+//! file and be lost. `flock` dies with its process, so a SIGKILLed writer blocks nobody.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::ops::ControlFlow;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::keys::{self, KeyError};
+use crate::lines::{self, Forward, Span};
+use crate::record;
+
+/// What can go wrong in a store operation.
+#[derive(Debug)]
+pub enum Error {
+    Key(KeyError),
+    Io(io::Error, PathBuf),
+}
+
+impl From<KeyError> for Error {
+    fn from(error: KeyError) -> Self {
+        Error::Key(error)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+trait Context<T> {
+    fn at(self, path: &Path) -> Result<T>;
+}
+
+impl<T> Context<T> for io::Result<T> {
+    fn at(self, path: &Path) -> Result<T> {
+        self.map_err(|error| Error::Io(error, path.to_path_buf()))
+    }
+}
+
+fn flock(file: &File, operation: libc::c_int) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: flock only reads the descriptor number, which `file` keeps open.
+        if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
+            return Ok(());
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
+/// Opens a session file for reading, never through a symlink.
+fn open_read(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// A session file held under an exclusive `flock`; dropping it closes the file and unlocks.
+struct Locked {
+    file: File,
+    len: u64,
+}
+
+/// Opens `path` for writing and locks it, making sure the lock is on the file the path names
+/// now. `None` when the file does not exist and `create` is false.
+fn lock(path: &Path, create: bool) -> io::Result<Option<Locked>> {
+    loop {
+        let opened = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(create)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path);
+        let file = match opened {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !create => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        flock(&file, libc::LOCK_EX)?;
+        let held = file.metadata()?;
+        match fs::symlink_metadata(path) {
+            Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
+                return Ok(Some(Locked {
+                    len: held.len(),
+                    file,
+                }));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        // Replaced or deleted while we waited: the lock is on a file nobody reads any more.
+    }
+}
+
+fn temp_suffix() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let seed =
+        nanos ^ (u64::from(std::process::id()) << 32) ^ COUNTER.fetch_add(1, Ordering::Relaxed);
+    // splitmix64: spreads the bits so names do not look sequential.
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Copies `[start, end)` of `from` into `to`.
+fn copy_range(from: &File, start: u64, end: u64, to: &mut impl Write) -> io::Result<()> {
+    let mut buf = vec![0u8; (end - start).min(lines::FORWARD_BLOCK as u64) as usize];
+    let mut offset = start;
+    while offset < end {
+        let want = ((end - offset) as usize).min(buf.len());
+        from.read_exact_at(&mut buf[..want], offset)?;
+        to.write_all(&buf[..want])?;
+        offset += want as u64;
+    }
+    Ok(())
+}
+
+/// The JSONL store: one `<name>.jsonl` per session in `dir`.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+    /// fsync files and the folder before a write returns (survive power loss).
+    durable: bool,
+}
+
+impl Store {
+    /// A store over an existing sessions folder.
+    pub fn new(dir: impl Into<PathBuf>, durable: bool) -> Self {
+        Store {
+            dir: dir.into(),
+            durable,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file of session `key`.
+    pub fn path(&self, key: &str) -> std::result::Result<PathBuf, KeyError> {
+        let name = keys::key_to_name(key)?;
+        Ok(self.dir.join(format!("{name}{}", keys::SUFFIX)))
+    }
+
+    fn sync_dir(&self) -> Result<()> {
+        if self.durable {
+            File::open(&self.dir)
+                .and_then(|dir| dir.sync_all())
+                .at(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    fn sync(&self, file: &File, path: &Path) -> Result<()> {
+        if self.durable {
+            file.sync_all().at(path)?;
+        }
+        Ok(())
+    }
+
+    /// Opens the session file for reading; `None` if it does not exist.
+    pub fn open(&self, key: &str) -> Result<Option<(File, PathBuf)>> {
+        let path = self.path(key)?;
+        match open_read(&path) {
+            Ok(file) => Ok(Some((file, path))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::Io(e, path)),
+        }
+    }
+
+    /// Appends encoded records (each ending in a newline) with one locked write. A torn last
+    /// line gets its newline first, in the same write, so the record never joins it. On a
+    /// failed write the file is cut back to its old length.
+    pub fn append(&self, key: &str, records: &[u8]) -> Result<()> {
+        let path = self.path(key)?;
+        if records.is_empty() {
+            return Ok(());
+        }
+        let locked = lock(&path, true)
+            .at(&path)?
+            .ok_or_else(|| Error::Io(io::Error::from(io::ErrorKind::NotFound), path.clone()))?;
+        let Locked { file, len } = locked;
+        let mut last = [0u8; 1];
+        let torn = len > 0 && {
+            file.read_exact_at(&mut last, len - 1).at(&path)?;
+            last[0] != b'\n'
+        };
+        let written = if torn {
+            let mut data = Vec::with_capacity(records.len() + 1);
+            data.push(b'\n');
+            data.extend_from_slice(records);
+            (&file).write_all(&data)
+        } else {
+            (&file).write_all(records)
+        };
+        if let Err(error) = written.and_then(|()| {
+            if self.durable {
+                file.sync_all()
+            } else {
+                Ok(())
+            }
+        }) {
+            let _ = file.set_len(len);
+            return Err(Error::Io(error, path));
+        }
+        if len == 0 {
+            self.sync_dir()?;
+        }
+        Ok(())
+    }
+
+    /// Atomically replaces the locked file at `path` with what `write` produces: a temp file
+    /// in the same folder, renamed over the path. Readers see the old file or the new one.
+    fn replace(
+        &self,
+        locked: &Locked,
+        path: &Path,
+        write: impl FnOnce(&mut io::BufWriter<&File>) -> io::Result<()>,
+    ) -> Result<()> {
+        let mode = locked.file.metadata().at(path)?.permissions().mode() & 0o7777;
+        let (temp_path, temp) = loop {
+            let candidate = self
+                .dir
+                .join(format!(".turnlog-{:016x}.tmp", temp_suffix()));
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&candidate)
+            {
+                Ok(file) => break (candidate, file),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::Io(e, candidate)),
+            }
+        };
+        let result = (|| {
+            temp.set_permissions(fs::Permissions::from_mode(mode))?;
+            let mut out = io::BufWriter::with_capacity(1 << 20, &temp);
+            write(&mut out)?;
+            out.flush()?;
+            drop(out);
+            if self.durable {
+                temp.sync_all()?;
+            }
+            fs::rename(&temp_path, path)
+        })();
+        if let Err(error) = result {
+            let _ = fs::remove_file(&temp_path);
+            return Err(Error::Io(error, path.to_path_buf()));
+        }
+        self.sync_dir()
+    }
+
+    /// Removes the newest valid message. A message at the very end is cut off with one
+    /// `ftruncate` (no rewrite); if corrupt lines follow it, they are kept and the file is
+    /// rewritten atomically. Returns whether a message was removed.
+    pub fn remove_last(&self, key: &str) -> Result<bool> {
+        let path = self.path(key)?;
+        let Some(locked) = lock(&path, false).at(&path)? else {
+            return Ok(false);
+        };
+        let Some(&Span { start, end }) = lines::last_valid(&locked.file, locked.len, 1)
+            .at(&path)?
+            .last()
+        else {
+            return Ok(false);
+        };
+        if end == locked.len {
+            locked.file.set_len(start).at(&path)?;
+            self.sync(&locked.file, &path)?;
+        } else {
+            self.replace(&locked, &path, |out| {
+                copy_range(&locked.file, 0, start, out)?;
+                copy_range(&locked.file, end, locked.len, out)
+            })?;
+        }
+        Ok(true)
+    }
+
+    /// Replaces the newest valid message with `record` (one encoded line), atomically.
+    /// Returns `false`, writing nothing, when there is no message.
+    pub fn update_last(&self, key: &str, record: &[u8]) -> Result<bool> {
+        let path = self.path(key)?;
+        let Some(locked) = lock(&path, false).at(&path)? else {
+            return Ok(false);
+        };
+        let Some(&Span { start, end }) = lines::last_valid(&locked.file, locked.len, 1)
+            .at(&path)?
+            .last()
+        else {
+            return Ok(false);
+        };
+        self.replace(&locked, &path, |out| {
+            copy_range(&locked.file, 0, start, out)?;
+            out.write_all(record)?;
+            copy_range(&locked.file, end, locked.len, out)
+        })?;
+        Ok(true)
+    }
+
+    /// Rewrites the session with only its valid lines, each stripped of surrounding white
+    /// space, atomically; leaves the file alone when that would change nothing.
+    pub fn compact(&self, key: &str) -> Result<()> {
+        let path = self.path(key)?;
+        let Some(locked) = lock(&path, false).at(&path)? else {
+            return Ok(());
+        };
+        // One pass finds out whether anything would change, so an already compact session
+        // (the usual case for a periodic compaction) costs a read, not a rewrite.
+        let mut changed = false;
+        let mut reader = Forward::new(&locked.file, 0, locked.len);
+        while let Some(block) = reader.next_block().at(&path)? {
+            lines::for_each_line(block, |line| {
+                changed = changed || record::valid_text(line).map(<[u8]>::len) != Some(line.len());
+            });
+            if changed {
+                break;
+            }
+        }
+        let ends_clean = locked.len == 0 || {
+            let mut last = [0u8; 1];
+            locked
+                .file
+                .read_exact_at(&mut last, locked.len - 1)
+                .at(&path)?;
+            last[0] == b'\n'
+        };
+        if !changed && ends_clean {
+            return Ok(());
+        }
+        self.replace(&locked, &path, |out| {
+            let mut reader = Forward::new(&locked.file, 0, locked.len);
+            while let Some(block) = reader.next_block()? {
+                let mut result = Ok(());
+                lines::for_each_line(block, |line| {
+                    if let (Ok(()), Some(text)) = (&result, record::valid_text(line)) {
+                        result = out.write_all(text).and_then(|()| out.write_all(b"\n"));
+                    }
+                });
+                result?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Empties the session, keeping its file. Returns how many valid messages it held.
+    pub fn clear(&self, key: &str) -> Result<usize> {
+        let path = self.path(key)?;
+        let Some(locked) = lock(&path, false).at(&path)? else {
+            return Ok(0);
+        };
+        let count = count_valid(&locked.file, locked.len).at(&path)?;
+        if locked.len > 0 {
+            locked.file.set_len(0).at(&path)?;
+            self.sync(&locked.file, &path)?;
+        }
+        Ok(count)
+    }
+
+    /// Deletes the session file. Returns whether it existed.
+    pub fn delete(&self, key: &str) -> Result<bool> {
+        let path = self.path(key)?;
+        let Some(locked) = lock(&path, false).at(&path)? else {
+            return Ok(false);
+        };
+        fs::remove_file(&path).at(&path)?;
+        drop(locked);
+        self.sync_dir()?;
+        Ok(true)
+    }
+
+    /// Every session key, sorted; files whose names no key maps to are skipped.
+    pub fn list(&self) -> Result<Vec<String>> {
+        let mut found = Vec::new();
+        for entry in fs::read_dir(&self.dir).at(&self.dir)? {
+            let entry = entry.at(&self.dir)?;
+            let name = entry.file_name();
+            let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(keys::SUFFIX)) else {
+                continue;
+            };
+            if !entry.file_type().at(&self.dir)?.is_file() {
+                continue;
+            }
+            if let Some(key) = keys::name_to_key(stem) {
+                found.push(key);
+            }
+        }
+        found.sort_unstable();
+        Ok(found)
+    }
+
+    /// Whether the session has a file.
+    pub fn exists(&self, key: &str) -> Result<bool> {
+        let path = self.path(key)?;
+        match fs::symlink_metadata(&path) {
+            Ok(meta) => Ok(meta.file_type().is_file()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::Io(e, path)),
+        }
+    }
+
+    /// `(valid messages, modification time in ns)` of the session; `None` if it has no file.
+    pub fn stat(&self, key: &str) -> Result<Option<(usize, i128)>> {
+        let Some((file, path)) = self.open(key)? else {
+            return Ok(None);
+        };
+        let meta = file.metadata().at(&path)?;
+        let count = count_valid(&file, meta.len()).at(&path)?;
+        let mtime = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
+        Ok(Some((count, mtime)))
+    }
+}
+
+/// How many valid messages `[0, len)` of the file holds.
+pub fn count_valid(file: &File, len: u64) -> io::Result<usize> {
+    let mut count = 0;
+    let mut reader = Forward::new(file, 0, len);
+    while let Some(block) = reader.next_block()? {
+        lines::for_each_line(block, |line| count += usize::from(record::is_valid(line)));
+    }
+    Ok(count)
+}
+
+/// The byte range holding the newest `limit` valid messages of an open session file, read
+/// under a shared lock so that no writer truncates it meanwhile.
+pub fn tail_range(file: &File, limit: usize) -> io::Result<(u64, u64)> {
+    flock(file, libc::LOCK_SH)?;
+    let len = file.metadata()?.len();
+    let spans = lines::last_valid(file, len, limit)?;
+    let range = spans.first().map_or((len, len), |first| (first.start, len));
+    Ok(range)
+}
+
+/// Iterates over valid lines in `[start, end)` of `file`, one block at a time: `on_block` gets
+/// the parsed records of each block (so a caller can convert them while the block is alive).
+pub fn scan_records(
+    file: &File,
+    start: u64,
+    end: u64,
+    mut on_block: impl FnMut(Vec<record::Record<'_>>) -> ControlFlow<()>,
+) -> io::Result<()> {
+    let mut reader = Forward::new(file, start, end);
+    while let Some(block) = reader.next_block()? {
+        let mut records = Vec::new();
+        lines::for_each_line(block, |line| {
+            if let Some(record) = record::parse(line) {
+                records.push(record);
+            }
+        });
+        if on_block(records).is_break() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (Store, PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "turnlog-store-{}-{}",
+            std::process::id(),
+            temp_suffix()
+        ));
+        fs::create_dir_all(&dir).unwrap();
+        (Store::new(&dir, false), dir)
+    }
+
+    const A: &[u8] = b"{\"role\":\"user\",\"content\":\"a\"}\n";
+    const B: &[u8] = b"{\"role\":\"assistant\",\"content\":\"b\"}\n";
+
+    #[test]
+    fn append_repairs_a_torn_tail() {
+        let (store, dir) = store();
+        let path = store.path("s").unwrap();
+        fs::write(&path, b"{\"role\":\"user\",\"con").unwrap();
+        store.append("s", A).unwrap();
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            [&b"{\"role\":\"user\",\"con\n"[..], A].concat()
+        );
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn remove_last_truncates_or_keeps_trailing_junk() {
+        let (store, dir) = store();
+        let path = store.path("s").unwrap();
+        fs::write(&path, [A, B].concat()).unwrap();
+        assert!(store.remove_last("s").unwrap());
+        assert_eq!(fs::read(&path).unwrap(), A);
+        fs::write(&path, [A, b"junk\n", B, b"  torn"].concat()).unwrap();
+        assert!(store.remove_last("s").unwrap());
+        assert_eq!(fs::read(&path).unwrap(), [A, b"junk\n", b"  torn"].concat());
+        assert!(store.remove_last("s").unwrap());
+        assert!(!store.remove_last("s").unwrap());
+        assert_eq!(fs::read(&path).unwrap(), b"junk\n  torn");
+        assert!(!store.remove_last("missing").unwrap());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn update_compact_clear_delete() {
+        let (store, dir) = store();
+        let path = store.path("a/b").unwrap();
+        assert!(!store.update_last("a/b", B).unwrap());
+        assert!(!path.exists());
+        store.append("a/b", &[A, b" junk\n", A].concat()).unwrap();
+        assert!(store.update_last("a/b", B).unwrap());
+        assert_eq!(fs::read(&path).unwrap(), [A, b" junk\n", B].concat());
+        fs::write(&path, [b"  ", A, b"\n", B, b"x"].concat()).unwrap();
+        store.compact("a/b").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), [A, B].concat());
+        assert_eq!(store.list().unwrap(), vec!["a/b".to_string()]);
+        assert_eq!(store.stat("a/b").unwrap().map(|s| s.0), Some(2));
+        assert_eq!(store.clear("a/b").unwrap(), 2);
+        assert!(store.exists("a/b").unwrap());
+        assert!(store.delete("a/b").unwrap());
+        assert!(!store.delete("a/b").unwrap());
+        assert!(!store.exists("a/b").unwrap());
+        fs::remove_dir_all(dir).unwrap();
+    }
+}
