@@ -34,14 +34,56 @@ pub enum Value<'a> {
 /// A valid message line: role, content and the other top-level fields in file order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record<'a> {
-    pub role: Cow<'a, str>,
-    pub content: Cow<'a, str>,
+    pub role: JsonStr<'a>,
+    pub content: JsonStr<'a>,
     pub extra: Vec<(Cow<'a, str>, Value<'a>)>,
+}
+
+/// A validated JSON string as it stands in the line, quotes included. Decoding waits until the
+/// text is wanted, so a load can decode into one reused buffer instead of a fresh `String` per
+/// escaped message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JsonStr<'a> {
+    quoted: &'a str,
+    escaped: bool,
+}
+
+impl<'a> JsonStr<'a> {
+    /// The text, borrowed when there is nothing to unescape, else decoded into `buf`.
+    pub fn decode_into<'b>(&self, buf: &'b mut String) -> &'b str
+    where
+        'a: 'b,
+    {
+        let inner = &self.quoted[1..self.quoted.len() - 1];
+        if !self.escaped {
+            return inner;
+        }
+        buf.clear();
+        buf.reserve(inner.len());
+        // Validated when scanned, so decoding cannot fail; an empty string is the safe fallback.
+        if Parser::new(self.quoted, true)
+            .scan_string(Some(buf))
+            .is_err()
+        {
+            buf.clear();
+        }
+        buf
+    }
+
+    /// The text, borrowed when there is nothing to unescape.
+    pub fn decode(&self) -> Cow<'a, str> {
+        if !self.escaped {
+            return Cow::Borrowed(&self.quoted[1..self.quoted.len() - 1]);
+        }
+        let mut buf = String::new();
+        self.decode_into(&mut buf);
+        Cow::Owned(buf)
+    }
 }
 
 /// The line (without its newline) stripped of surrounding Unicode white space, if it is UTF-8.
 fn trimmed(line: &[u8]) -> Option<&str> {
-    std::str::from_utf8(line).ok().map(str::trim)
+    simdutf8::basic::from_utf8(line).ok().map(str::trim)
 }
 
 /// Parses a line (without its newline). `None` when the line is corrupt.
@@ -83,6 +125,35 @@ const STRING_STOP: [bool; 256] = {
     table[b'\\' as usize] = true;
     table
 };
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of each byte of `word` that is below `n` (n <= 128); the lowest flag is exact.
+#[inline]
+fn bytes_below(word: u64, n: u8) -> u64 {
+    word.wrapping_sub(ONES * u64::from(n)) & !word & HIGHS
+}
+
+/// The position of the first quote, backslash or control character at or after `pos`, found
+/// eight bytes at a time (the bulk of a file is string content); may stop short of it near the
+/// end of `bytes`, where the caller's byte loop takes over.
+#[inline]
+fn skip_plain(bytes: &[u8], mut pos: usize) -> usize {
+    while let Some(chunk) = bytes.get(pos..pos + 8) {
+        let mut le = [0u8; 8];
+        le.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(le);
+        let stops = bytes_below(word, 0x20)
+            | bytes_below(word ^ (ONES * u64::from(b'"')), 1)
+            | bytes_below(word ^ (ONES * u64::from(b'\\')), 1);
+        if stops != 0 {
+            return pos + (stops.trailing_zeros() / 8) as usize;
+        }
+        pos += 8;
+    }
+    pos
+}
 
 impl<'a> Parser<'a> {
     fn new(text: &'a str, build: bool) -> Self {
@@ -132,7 +203,7 @@ impl<'a> Parser<'a> {
         }
         loop {
             self.skip_ws();
-            let key_text = self.string(true)?;
+            let key_text = self.string()?;
             keys.insert(key_text.clone())?;
             self.skip_ws();
             self.expect(b':')?;
@@ -165,9 +236,9 @@ impl<'a> Parser<'a> {
     }
 
     /// A value that must be a string (role and content).
-    fn string_value(&mut self) -> Fail<Cow<'a, str>> {
+    fn string_value(&mut self) -> Fail<JsonStr<'a>> {
         if self.peek() == Some(b'"') {
-            self.string(self.build)
+            self.json_str()
         } else {
             Err(())
         }
@@ -176,7 +247,8 @@ impl<'a> Parser<'a> {
     /// Any JSON value; `depth` counts the containers around it.
     fn value(&mut self, depth: usize) -> Fail<Value<'a>> {
         match self.peek().ok_or(())? {
-            b'"' => Ok(Value::Str(self.string(self.build)?)),
+            b'"' if self.build => Ok(Value::Str(self.string()?)),
+            b'"' => self.json_str().map(|_| Value::Null),
             b'{' => self.object(depth + 1),
             b'[' => self.array(depth + 1),
             b't' => self.literal("true", Value::Bool(true)),
@@ -210,7 +282,7 @@ impl<'a> Parser<'a> {
         }
         loop {
             self.skip_ws();
-            let key = self.string(true)?;
+            let key = self.string()?;
             keys.insert(key.clone())?;
             self.skip_ws();
             self.expect(b':')?;
@@ -310,47 +382,55 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// A string starting at the opening quote. Borrowed when it has no escapes; when `build` is
-    /// false escapes are checked but not decoded (keys are always decoded: duplicates and the
-    /// names `role`/`content` are decided on the decoded text).
-    fn string(&mut self, build: bool) -> Fail<Cow<'a, str>> {
+    /// Scans a string from its opening quote to past its closing quote, checking escapes and
+    /// refusing raw control characters; with `out`, decodes it there. Returns whether it has
+    /// escapes.
+    fn scan_string(&mut self, mut out: Option<&mut String>) -> Fail<bool> {
         self.expect(b'"')?;
-        let start = self.pos;
-        let mut owned: Option<String> = None;
-        let mut run_start = start;
+        let mut escaped = false;
+        let mut run_start = self.pos;
         loop {
+            self.pos = skip_plain(self.bytes, self.pos);
             while self.pos < self.bytes.len() && !STRING_STOP[self.bytes[self.pos] as usize] {
                 self.pos += 1;
             }
             match self.peek().ok_or(())? {
                 b'"' => {
-                    let run = &self.text[run_start..self.pos];
+                    if let Some(out) = out {
+                        out.push_str(&self.text[run_start..self.pos]);
+                    }
                     self.pos += 1;
-                    return Ok(match owned {
-                        Some(mut text) if build => {
-                            text.push_str(run);
-                            Cow::Owned(text)
-                        }
-                        Some(_) => Cow::Borrowed(""), // validated, not decoded
-                        None => Cow::Borrowed(run),
-                    });
+                    return Ok(escaped);
                 }
                 b'\\' => {
                     let run = &self.text[run_start..self.pos];
                     self.pos += 1;
                     let ch = self.escape()?;
-                    if build {
-                        let text = owned.get_or_insert_with(String::new);
-                        text.push_str(run);
-                        text.push(ch);
-                    } else {
-                        owned.get_or_insert_with(String::new);
+                    if let Some(out) = out.as_deref_mut() {
+                        out.push_str(run);
+                        out.push(ch);
                     }
+                    escaped = true;
                     run_start = self.pos;
                 }
                 _ => return Err(()), // a raw control character
             }
         }
+    }
+
+    /// A string as its raw quoted text, validated, not decoded.
+    fn json_str(&mut self) -> Fail<JsonStr<'a>> {
+        let start = self.pos;
+        let escaped = self.scan_string(None)?;
+        Ok(JsonStr {
+            quoted: &self.text[start..self.pos],
+            escaped,
+        })
+    }
+
+    /// A string decoded: borrowed from the line when it has no escapes.
+    fn string(&mut self) -> Fail<Cow<'a, str>> {
+        Ok(self.json_str()?.decode())
     }
 
     fn hex4(&mut self) -> Fail<u32> {
@@ -448,15 +528,17 @@ mod tests {
     #[test]
     fn plain_message_is_borrowed() {
         let record = ok(r#"{"role":"user","content":"hello"}"#);
-        assert_eq!(record.role, "user");
-        assert!(matches!(record.content, Cow::Borrowed("hello")));
+        assert_eq!(record.role.decode(), "user");
+        assert!(matches!(record.content.decode(), Cow::Borrowed("hello")));
         assert!(record.extra.is_empty());
     }
 
     #[test]
     fn escapes_and_pairs_decode() {
         let record = ok(r#"{"content":"a\"b\\c\nd\u00e9\ud83d\ude00\/","role":"x"}"#);
-        assert_eq!(record.content, "a\"b\\c\ndé😀/");
+        assert_eq!(record.content.decode(), "a\"b\\c\ndé😀/");
+        let mut buf = String::from("stale");
+        assert_eq!(record.content.decode_into(&mut buf), "a\"b\\c\ndé😀/");
     }
 
     #[test]

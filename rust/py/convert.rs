@@ -69,10 +69,11 @@ fn fields_dict<'py>(
     Ok(dict)
 }
 
-/// A `ChatMessage` for a parsed record.
+/// A `ChatMessage` for a parsed record; `scratch` is reused to unescape strings.
 pub fn message(
     py: Python<'_>,
     roles: &mut RoleCache,
+    scratch: &mut String,
     record: &Record<'_>,
 ) -> PyResult<Py<ChatMessage>> {
     let extra = if record.extra.is_empty() {
@@ -83,8 +84,8 @@ pub fn message(
     Py::new(
         py,
         ChatMessage {
-            role: roles.get(py, &record.role),
-            content: PyString::new(py, &record.content).unbind(),
+            role: roles.get(py, record.role.decode_into(scratch)),
+            content: PyString::new(py, record.content.decode_into(scratch)).unbind(),
             extra,
         },
     )

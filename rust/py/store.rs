@@ -63,6 +63,7 @@ impl JsonlStore {
         };
         let mut messages: Vec<Py<ChatMessage>> = Vec::new();
         let mut roles = RoleCache::default();
+        let mut scratch = String::new();
         let mut failed: Option<PyErr> = None;
         // Each block is read and parsed with the GIL released; only turning its records into
         // objects takes the GIL, so other threads run meanwhile and memory stays one block.
@@ -72,7 +73,7 @@ impl JsonlStore {
                     let built = py.check_signals().and_then(|()| {
                         messages.reserve(records.len());
                         for record in &records {
-                            messages.push(convert::message(py, &mut roles, record)?);
+                            messages.push(convert::message(py, &mut roles, &mut scratch, record)?);
                         }
                         Ok(())
                     });
