@@ -9,7 +9,7 @@ mod store;
 
 use pyo3::prelude::*;
 
-#[pymodule(gil_used = false)]
+#[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<message::ChatMessage>()?;
