@@ -70,22 +70,34 @@ fn open_read(path: &Path) -> io::Result<File> {
 struct Locked {
     file: File,
     len: u64,
+    /// This call created the file (so a failed first write removes it again).
+    created: bool,
+}
+
+fn open_write(path: &Path, create_new: bool) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create_new(create_new)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
 }
 
 /// Opens `path` for writing and locks it, making sure the lock is on the file the path names
 /// now. `None` when the file does not exist and `create` is false.
 fn lock(path: &Path, create: bool) -> io::Result<Option<Locked>> {
     loop {
-        let opened = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(create)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path);
-        let file = match opened {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound && !create => return Ok(None),
+        let (file, created) = match open_write(path, false) {
+            Ok(file) => (file, false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+                match open_write(path, true) {
+                    Ok(file) => (file, true),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
         flock(&file, libc::LOCK_EX)?;
@@ -95,6 +107,7 @@ fn lock(path: &Path, create: bool) -> io::Result<Option<Locked>> {
                 return Ok(Some(Locked {
                     len: held.len(),
                     file,
+                    created,
                 }));
             }
             Ok(_) => {}
@@ -168,11 +181,15 @@ impl Store {
         Ok(())
     }
 
-    fn sync(&self, file: &File, path: &Path) -> Result<()> {
+    fn sync_file(&self, file: &File) -> io::Result<()> {
         if self.durable {
-            file.sync_all().at(path)?;
+            file.sync_all()?;
         }
         Ok(())
+    }
+
+    fn sync(&self, file: &File, path: &Path) -> Result<()> {
+        self.sync_file(file).at(path)
     }
 
     /// Opens the session file for reading; `None` if it does not exist.
@@ -196,7 +213,7 @@ impl Store {
         let locked = lock(&path, true)
             .at(&path)?
             .ok_or_else(|| Error::Io(io::Error::from(io::ErrorKind::NotFound), path.clone()))?;
-        let Locked { file, len } = locked;
+        let Locked { file, len, created } = locked;
         let mut last = [0u8; 1];
         let torn = len > 0 && {
             file.read_exact_at(&mut last, len - 1).at(&path)?;
@@ -210,17 +227,16 @@ impl Store {
         } else {
             (&file).write_all(records)
         };
-        if let Err(error) = written.and_then(|()| {
-            if self.durable {
-                file.sync_all()
+        if let Err(error) = written.and_then(|()| self.sync_file(&file)) {
+            // Leave no trace: a new session disappears again, an old one gets its length back.
+            let _ = if created {
+                fs::remove_file(&path)
             } else {
-                Ok(())
-            }
-        }) {
-            let _ = file.set_len(len);
+                file.set_len(len)
+            };
             return Err(Error::Io(error, path));
         }
-        if len == 0 {
+        if created {
             self.sync_dir()?;
         }
         Ok(())

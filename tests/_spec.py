@@ -14,7 +14,7 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 #: Unicode White_Space (PropList.txt), what Rust's ``str::trim`` removes.
 WHITESPACE = "".join(
@@ -186,7 +186,7 @@ class _Parser:
                 self.pos += 1
 
 
-def decode_line(raw: bytes) -> Optional[tuple[bytes, dict[str, Any]]]:
+def decode_line(raw: bytes) -> tuple[bytes, dict[str, Any]] | None:
     """``(stripped line, object)`` when line ``raw`` (no newline) is a valid message, else None."""
     try:
         text = raw.decode("utf-8")
@@ -222,7 +222,7 @@ def record_dict(obj: dict[str, Any]) -> dict[str, Any]:
 # --- file operations on bytes ------------------------------------------------------------------
 
 
-def messages(data: Optional[bytes], limit: Optional[int] = None) -> list[dict[str, Any]]:
+def messages(data: bytes | None, limit: int | None = None) -> list[dict[str, Any]]:
     """The messages (as dicts) that ``load`` returns for a file holding ``data``."""
     if data is None or limit == 0:
         return []
@@ -234,7 +234,7 @@ def messages(data: Optional[bytes], limit: Optional[int] = None) -> list[dict[st
     return found if limit is None else found[-limit:]
 
 
-def count(data: Optional[bytes]) -> int:
+def count(data: bytes | None) -> int:
     return len(messages(data))
 
 
@@ -244,7 +244,7 @@ def encode(message: dict[str, Any]) -> bytes:
     return text.encode("utf-8") + b"\n"
 
 
-def append(data: Optional[bytes], record: bytes) -> bytes:
+def append(data: bytes | None, record: bytes) -> bytes:
     """The file after appending ``record`` (whole lines) to a file holding ``data``."""
     if not data:
         return record
@@ -253,14 +253,14 @@ def append(data: Optional[bytes], record: bytes) -> bytes:
     return data + record
 
 
-def _last_valid_index(lines: list[bytes]) -> Optional[int]:
+def _last_valid_index(lines: list[bytes]) -> int | None:
     for index in range(len(lines) - 1, -1, -1):
         if is_valid(lines[index]):
             return index
     return None
 
 
-def remove_last(data: Optional[bytes]) -> tuple[bool, Optional[bytes]]:
+def remove_last(data: bytes | None) -> tuple[bool, bytes | None]:
     """``(removed?, new data)``: the newest valid line goes, with its own newline."""
     if data is None:
         return False, None
@@ -275,7 +275,7 @@ def remove_last(data: Optional[bytes]) -> tuple[bool, Optional[bytes]]:
     return True, b"\n".join(lines)
 
 
-def update_last(data: Optional[bytes], record: bytes) -> tuple[bool, Optional[bytes]]:
+def update_last(data: bytes | None, record: bytes) -> tuple[bool, bytes | None]:
     """``(updated?, new data)``: the newest valid line is replaced by ``record``."""
     if data is None:
         return False, None
@@ -291,7 +291,7 @@ def update_last(data: Optional[bytes], record: bytes) -> tuple[bool, Optional[by
     return True, b"\n".join(lines)
 
 
-def compact(data: Optional[bytes]) -> Optional[bytes]:
+def compact(data: bytes | None) -> bytes | None:
     """Only the valid lines, stripped, each with a newline."""
     if data is None:
         return None
@@ -365,6 +365,6 @@ def session_path(store, key: str) -> Path:
     return Path(store.sessions_dir) / (key_to_name(key) + ".jsonl")
 
 
-def read(store, key: str) -> Optional[bytes]:
+def read(store, key: str) -> bytes | None:
     path = session_path(store, key)
     return path.read_bytes() if path.exists() else None

@@ -8,10 +8,10 @@ from collections import OrderedDict
 from types import MappingProxyType
 
 import pytest
-from conftest import in_ci
 
 import turnlog
 import turnlog._message
+from conftest import in_ci
 
 
 def _native_class():
@@ -192,7 +192,7 @@ def test_unhashable(cls):
     with pytest.raises(TypeError):
         hash(cls("user", "a"))
     with pytest.raises(TypeError):
-        {cls("user", "a")}  # noqa: B018
+        {cls("user", "a")}
 
 
 def test_repr(cls):
@@ -204,8 +204,7 @@ def test_repr(cls):
 
 
 def test_pickle_round_trip(cls):
-    if cls is not turnlog.ChatMessage:
-        pytest.skip("only the class in use (turnlog.ChatMessage) is importable by name")
+    # Both classes pickle by reference to their own module, so each round-trips to itself.
     message = cls("assistant", "héllo\n", name="bot", data={"a": [1, 2.5, None, True]})
     for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
         restored = pickle.loads(pickle.dumps(message, protocol=protocol))

@@ -29,12 +29,21 @@ SUFFIX = ".jsonl"
 MAX_NAME_BYTES = 255 - len(SUFFIX)
 #: Deepest nesting of objects and arrays in a line, the message object itself counting as 1.
 MAX_DEPTH = 128
+#: Longest integer literal, in digits: CPython's default conversion limit, fixed here.
+MAX_INT_DIGITS = 4300
 #: What ``str.strip`` removes around a line: Unicode White_Space, as Rust's ``str::trim`` (and so
 #: ZeroClaw) does. Python's own ``str.strip()`` also strips U+001C..U+001F, which Rust keeps.
 WHITESPACE = (
     "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
     "\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 )
+
+# CPython's int(str) and str(int) obey sys.set_int_max_str_digits, a process-wide setting (640
+# digits at the least); pieces of this many digits convert under any setting, so the format's
+# own limit holds in every process.
+_INT_PIECE = 600
+_INT_PIECE_SCALE = 10**_INT_PIECE
+_INT_TOO_BIG = 10**MAX_INT_DIGITS
 
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _PLAIN_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
@@ -109,6 +118,31 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _parse_int(literal: str) -> int:
+    digits = literal.lstrip("-")
+    if len(digits) > MAX_INT_DIGITS:
+        raise ValueError(f"integer literal of more than {MAX_INT_DIGITS} digits")
+    if len(digits) <= _INT_PIECE:
+        return int(literal)
+    value = 0
+    for start in range(0, len(digits), _INT_PIECE):
+        piece = digits[start : start + _INT_PIECE]
+        value = value * 10 ** len(piece) + int(piece)
+    return -value if literal.startswith("-") else value
+
+
+def _int_text(value: int) -> str:
+    if -_INT_PIECE_SCALE < value < _INT_PIECE_SCALE:
+        return int.__repr__(value)
+    magnitude, pieces = abs(int(value)), []
+    while magnitude:
+        magnitude, piece = divmod(magnitude, _INT_PIECE_SCALE)
+        pieces.append(piece)
+    head, *rest = reversed(pieces)
+    text = int.__repr__(head) + "".join(f"{piece:0{_INT_PIECE}d}" for piece in rest)
+    return "-" + text if value < 0 else text
+
+
 def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj = dict(pairs)
     if len(obj) != len(pairs):
@@ -160,7 +194,10 @@ def _decode(raw: bytes) -> tuple[str, dict[str, Any]] | None:
         return None
     try:
         obj = json.loads(
-            text, object_pairs_hook=_object_without_duplicates, parse_constant=_reject_constant
+            text,
+            object_pairs_hook=_object_without_duplicates,
+            parse_constant=_reject_constant,
+            parse_int=_parse_int,
         )
     except (ValueError, RecursionError):
         return None
@@ -193,31 +230,59 @@ def valid_text(raw: bytes) -> bytes | None:
 # --- writing messages ---------------------------------------------------------------------------
 
 
-def _check_value(value: Any, depth: int) -> None:
-    """Refuse what would not read back as the same JSON: ``depth`` counts enclosing containers."""
-    if value is None or isinstance(value, (str, int)):  # bool is an int
-        return
+def _check_value(value: Any, depth: int) -> bool:
+    """Refuse what would not read back as the same JSON: ``depth`` counts enclosing containers.
+
+    Returns whether ``value`` holds an int too long for ``json.dumps`` under every setting.
+    """
+    if value is None or isinstance(value, (str, bool)):
+        return False
+    if isinstance(value, int):
+        if not -_INT_TOO_BIG < value < _INT_TOO_BIG:
+            raise ValueError(
+                f"message fields must not hold integers of more than {MAX_INT_DIGITS} digits"
+            )
+        return not -_INT_PIECE_SCALE < value < _INT_PIECE_SCALE
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"message fields must be finite numbers, not {value!r}")
-        return
+        return False
     if isinstance(value, (list, tuple, dict)):
         if depth >= MAX_DEPTH:
             raise ValueError(f"message is nested deeper than {MAX_DEPTH} levels")
+        long_int = False
         if isinstance(value, dict):
             for name, item in value.items():
                 if not isinstance(name, str):
                     raise TypeError(f"JSON object keys must be str, not {type(name).__name__}")
-                _check_value(item, depth + 1)
+                long_int = _check_value(item, depth + 1) or long_int
         else:
             for item in value:
-                _check_value(item, depth + 1)
-        return
+                long_int = _check_value(item, depth + 1) or long_int
+        return long_int
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-def message_fields(message: object) -> tuple[str, str, dict[str, Any]]:
-    """``(role, content, extra)`` of a ``ChatMessage`` or mapping, checked for writing."""
+def _dumps(value: Any) -> str:
+    """``json.dumps(value, ensure_ascii=False, separators=(",", ":"))`` for checked values,
+    writing long ints itself; used only for messages that hold one."""
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, int):
+        return _int_text(value)
+    if isinstance(value, float):
+        return float.__repr__(value)
+    if isinstance(value, dict):
+        fields = (json.dumps(k, ensure_ascii=False) + ":" + _dumps(v) for k, v in value.items())
+        return "{" + ",".join(fields) + "}"
+    return "[" + ",".join(_dumps(item) for item in value) + "]"
+
+
+def message_fields(message: object) -> tuple[str, str, dict[str, Any], bool]:
+    """``(role, content, extra, holds_long_int)`` of a ``ChatMessage`` or mapping, checked for
+    writing."""
     if not isinstance(message, ChatMessage):
         if not isinstance(message, Mapping):
             raise TypeError(
@@ -229,13 +294,14 @@ def message_fields(message: object) -> tuple[str, str, dict[str, Any]]:
         raise TypeError(f"message role must be str, not {type(role).__name__}")
     if not isinstance(content, str):
         raise TypeError(f"message content must be str, not {type(content).__name__}")
+    long_int = False
     for name, value in extra.items():
         if not isinstance(name, str):
             raise TypeError(f"message field names must be str, not {type(name).__name__}")
         if name == "role" or name == "content":
             raise ValueError(f"message extra fields must not hold {name!r}")
-        _check_value(value, 1)
-    return role, content, extra
+        long_int = _check_value(value, 1) or long_int
+    return role, content, extra, long_int
 
 
 def encode_message(message: object) -> bytes:
@@ -245,10 +311,13 @@ def encode_message(message: object) -> bytes:
         TypeError: not a message, or a field that JSON cannot hold.
         ValueError: a missing role/content, a non-finite number, a lone surrogate, too deep nesting.
     """
-    role, content, extra = message_fields(message)
+    role, content, extra, long_int = message_fields(message)
     record: dict[str, Any] = {"role": role, "content": content}
     record.update(extra)
-    text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    if long_int:
+        text = _dumps(record)
+    else:
+        text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     try:
         return (text + "\n").encode("utf-8")
     except UnicodeEncodeError:

@@ -107,8 +107,15 @@ class JsonlStoreBase(SessionBackend):
             return []
 
     def get_session_metadata(self, session_key: str) -> SessionMetadata | None:
-        """Key, message count and modification time; ``None`` if the session does not exist."""
-        stat = self._stat(session_key)
+        """Key, message count and modification time; ``None`` if the session does not exist.
+
+        An unreadable file counts as no session, with a warning (as ``load`` returns ``[]``).
+        """
+        try:
+            stat = self._stat(session_key)
+        except OSError as error:
+            log.warning("turnlog: cannot read session %r: %s", session_key, error)
+            return None
         if stat is None:
             return None
         count, mtime_ns = stat

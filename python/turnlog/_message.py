@@ -122,6 +122,3 @@ class ChatMessage:
 
     def __reduce__(self) -> tuple[Any, tuple[dict[str, Any]]]:
         return (type(self).from_dict, (self.to_dict(),))
-
-
-ChatMessage.__module__ = "turnlog"

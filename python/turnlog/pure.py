@@ -89,26 +89,30 @@ class SessionStore(JsonlStoreBase):
         return os.path.join(self._sessions_dir, _format.key_to_name(session_key) + _format.SUFFIX)
 
     @contextlib.contextmanager
-    def _locked(self, path: str, *, create: bool) -> Iterator[int | None]:
-        """Hold ``flock`` on the file at ``path``: yields its fd, or ``None`` if it does not exist.
+    def _locked(self, path: str, *, create: bool) -> Iterator[tuple[int, bool] | None]:
+        """Hold ``flock`` on the file at ``path``: yields ``(fd, created)``, or ``None`` if the
+        file does not exist (and ``create`` is false).
 
         The lock is on the transcript itself, so a writer that opened the file before a rewrite
         renamed a new one over it must notice it holds the old inode and open the path again.
         """
         flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
-        if create:
-            flags |= os.O_CREAT
         while True:
+            created = False
             try:
-                fd = os.open(path, flags, 0o600)
+                fd = os.open(path, flags)
             except FileNotFoundError:
-                if create:
-                    raise
-                yield None
-                return
+                if not create:
+                    yield None
+                    return
+                try:
+                    fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+                except FileExistsError:
+                    continue
+                created = True
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
-                held = os.fstat(fd)
+                locked = os.fstat(fd)
                 try:
                     current: os.stat_result | None = os.lstat(path)
                 except FileNotFoundError:
@@ -117,13 +121,13 @@ class SessionStore(JsonlStoreBase):
                 os.close(fd)
                 raise
             if current is not None and (current.st_dev, current.st_ino) == (
-                held.st_dev,
-                held.st_ino,
+                locked.st_dev,
+                locked.st_ino,
             ):
                 break
             os.close(fd)
         try:
-            yield fd
+            yield fd, created
         finally:
             os.close(fd)  # also releases the lock
 
@@ -158,8 +162,9 @@ class SessionStore(JsonlStoreBase):
             self._sync_dir()
 
     def _append_bytes(self, path: str, data: bytes) -> None:
-        with self._locked(path, create=True) as fd:
-            assert fd is not None
+        with self._locked(path, create=True) as held:
+            assert held is not None
+            fd, created = held
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
                 data = b"\n" + data  # never glue a record onto a torn last line
@@ -168,10 +173,14 @@ class SessionStore(JsonlStoreBase):
                 if self._durability == "power":
                     os.fsync(fd)
             except BaseException:
+                # Leave no trace: a new session disappears again, an old one gets its length back.
                 with contextlib.suppress(OSError):
-                    os.ftruncate(fd, size)
+                    if created:
+                        os.unlink(path)
+                    else:
+                        os.ftruncate(fd, size)
                 raise
-        if size == 0 and self._durability == "power":
+        if created and self._durability == "power":
             self._sync_dir()
 
     # --- SessionBackend ---------------------------------------------------------------------------
@@ -182,6 +191,9 @@ class SessionStore(JsonlStoreBase):
             return []
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         try:
+            if limit is not None:
+                # As the Rust store's tail read: no writer truncates the file meanwhile.
+                fcntl.flock(fd, fcntl.LOCK_SH)
             data = _read_all(fd)
         finally:
             os.close(fd)
@@ -219,9 +231,10 @@ class SessionStore(JsonlStoreBase):
     def remove_last(self, session_key: str) -> bool:
         """Remove the newest valid message; corrupt lines around it stay. ``True`` if one was."""
         path = self._path(session_key)
-        with self._locked(path, create=False) as fd:
-            if fd is None:
+        with self._locked(path, create=False) as held:
+            if held is None:
                 return False
+            fd = held[0]
             data = _read_all(fd)
             span = _last_valid(data)
             if span is None:
@@ -239,9 +252,10 @@ class SessionStore(JsonlStoreBase):
         """Replace the newest valid message, atomically. ``False`` (nothing written) if none."""
         line = _format.encode_message(message)
         path = self._path(session_key)
-        with self._locked(path, create=False) as fd:
-            if fd is None:
+        with self._locked(path, create=False) as held:
+            if held is None:
                 return False
+            fd = held[0]
             data = _read_all(fd)
             span = _last_valid(data)
             if span is None:
@@ -253,9 +267,10 @@ class SessionStore(JsonlStoreBase):
     def compact(self, session_key: str) -> None:
         """Rewrite the session with only its valid lines, stripped, atomically."""
         path = self._path(session_key)
-        with self._locked(path, create=False) as fd:
-            if fd is None:
+        with self._locked(path, create=False) as held:
+            if held is None:
                 return
+            fd = held[0]
             data = _read_all(fd)
             kept = [_format.valid_text(line) for line in data.split(b"\n")]
             compacted = b"".join(line + b"\n" for line in kept if line is not None)
@@ -265,9 +280,10 @@ class SessionStore(JsonlStoreBase):
     def clear_messages(self, session_key: str) -> int:
         """Empty the session (its file stays, so it stays listed). Returns the messages removed."""
         path = self._path(session_key)
-        with self._locked(path, create=False) as fd:
-            if fd is None:
+        with self._locked(path, create=False) as held:
+            if held is None:
                 return 0
+            fd = held[0]
             data = _read_all(fd)
             if data:
                 os.ftruncate(fd, 0)
@@ -278,8 +294,8 @@ class SessionStore(JsonlStoreBase):
     def delete_session(self, session_key: str) -> bool:
         """Delete the session's file. ``True`` if it existed."""
         path = self._path(session_key)
-        with self._locked(path, create=False) as fd:
-            if fd is None:
+        with self._locked(path, create=False) as held:
+            if held is None:
                 return False
             os.unlink(path)
         if self._durability == "power":

@@ -2,9 +2,10 @@
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString};
 
 use super::message::ChatMessage;
+use crate::bigint;
 use crate::record::{Record, Value};
 
 /// Role strings seen in this load, so a million messages share a handful of `str` objects.
@@ -29,12 +30,27 @@ impl RoleCache {
     }
 }
 
+/// An `int` of any length up to the format's digit limit, built without `int(str)`, whose
+/// limit is a process-wide setting.
 fn big_int<'py>(py: Python<'py>, literal: &str) -> PyResult<Bound<'py, PyAny>> {
-    static INT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    let int = INT.get_or_try_init(py, || {
-        py.import("builtins")?.getattr("int").map(Bound::unbind)
+    static FROM_BYTES: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let from_bytes = FROM_BYTES.get_or_try_init(py, || {
+        py.import("builtins")?
+            .getattr("int")?
+            .getattr("from_bytes")
+            .map(Bound::unbind)
     })?;
-    int.bind(py).call1((literal,))
+    let (negative, digits) = match literal.strip_prefix('-') {
+        Some(digits) => (true, digits),
+        None => (false, literal),
+    };
+    let bytes = PyBytes::new(py, &bigint::decimal_to_le_bytes(digits));
+    let magnitude = from_bytes.bind(py).call1((bytes, "little"))?;
+    if negative {
+        magnitude.neg()
+    } else {
+        Ok(magnitude)
+    }
 }
 
 fn to_py_value<'py>(py: Python<'py>, value: &Value<'_>) -> PyResult<Bound<'py, PyAny>> {

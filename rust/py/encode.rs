@@ -5,11 +5,12 @@
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use super::message::ChatMessage;
+use crate::bigint;
 use crate::json::write_str;
-use crate::record::MAX_DEPTH;
+use crate::record::{MAX_DEPTH, MAX_INT_DIGITS};
 
 fn type_name(value: &Bound<'_, PyAny>) -> String {
     value
@@ -52,9 +53,32 @@ impl Encoder<'_> {
         Ok(())
     }
 
+    /// An int beyond `i64`, written without `str(int)` (whose digit limit is a process-wide
+    /// setting) and refused past the format's limit.
+    fn big_int(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let negative = value.lt(0)?;
+        let magnitude = if negative {
+            value.neg()?
+        } else {
+            value.clone()
+        };
+        let bits: usize = magnitude.call_method0("bit_length")?.extract()?;
+        let bytes = magnitude.call_method1("to_bytes", (bits.div_ceil(8), "little"))?;
+        let digits = bigint::le_bytes_to_decimal(bytes.cast::<PyBytes>()?.as_bytes());
+        if digits.len() > MAX_INT_DIGITS {
+            return Err(PyValueError::new_err(format!(
+                "message fields must not hold integers of more than {MAX_INT_DIGITS} digits"
+            )));
+        }
+        if negative {
+            self.out.push(b'-');
+        }
+        self.out.extend_from_slice(digits.as_bytes());
+        Ok(())
+    }
+
     /// One value of an extra field; `depth` counts the containers around it.
     fn value(&mut self, value: &Bound<'_, PyAny>, depth: usize) -> PyResult<()> {
-        static INT_REPR: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
         static FLOAT_REPR: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
         if value.is_none() {
             self.out.extend_from_slice(b"null");
@@ -66,7 +90,7 @@ impl Encoder<'_> {
         } else if value.is_instance_of::<PyInt>() {
             match value.extract::<i64>() {
                 Ok(small) => self.out.extend_from_slice(small.to_string().as_bytes()),
-                Err(_) => self.repr_of(&INT_REPR, "int", value)?,
+                Err(_) => self.big_int(value)?,
             }
         } else if let Ok(float) = value.cast::<PyFloat>() {
             let number = float.value();
