@@ -42,7 +42,7 @@ test-python: build-dev ## the Python suite, against the Rust and the pure store
 test: test-rust test-python ## set up, build, and run every test (Rust and Python)
 
 .PHONY: lint
-lint: install ## rustfmt, clippy, ruff, mypy --strict, stubtest
+lint: build-dev ## rustfmt, clippy, ruff, mypy --strict, stubtest (against the built module)
 	cargo fmt --check
 	cargo clippy --all-targets --features python -- -D warnings
 	$(VENV)/bin/ruff check python tests benches
