@@ -3,6 +3,7 @@
 //! The modules are plain Rust with their own tests; the PyO3 layer (`py`, behind the `python`
 //! feature) only converts between Python objects and these types.
 //!
+//! - [`batch`]: blocks parsed into owned messages, read ahead on a second thread.
 //! - [`bigint`]: long integers to and from decimal, independent of CPython's digit limit.
 //! - [`keys`]: session keys to file names, reversibly.
 //! - [`record`]: the strict parser that decides whether a line is a valid message.
@@ -10,6 +11,7 @@
 //! - [`lines`]: reading a file's lines forwards and backwards in bounded memory.
 //! - [`store`]: locking, appends, tail reads, truncation and atomic rewrites.
 
+pub mod batch;
 pub mod bigint;
 pub mod json;
 pub mod keys;

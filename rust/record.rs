@@ -24,11 +24,31 @@ pub enum Value<'a> {
     Null,
     Bool(bool),
     /// An integer literal as written (sign included), so that any size converts exactly.
-    Int(&'a str),
+    Int(Cow<'a, str>),
     Float(f64),
     Str(Cow<'a, str>),
     Array(Vec<Value<'a>>),
     Object(Vec<(Cow<'a, str>, Value<'a>)>),
+}
+
+impl Value<'_> {
+    /// The same value owning all its text.
+    pub fn into_owned(self) -> Value<'static> {
+        match self {
+            Value::Null => Value::Null,
+            Value::Bool(b) => Value::Bool(b),
+            Value::Int(literal) => Value::Int(Cow::Owned(literal.into_owned())),
+            Value::Float(f) => Value::Float(f),
+            Value::Str(text) => Value::Str(Cow::Owned(text.into_owned())),
+            Value::Array(items) => Value::Array(items.into_iter().map(Value::into_owned).collect()),
+            Value::Object(fields) => Value::Object(
+                fields
+                    .into_iter()
+                    .map(|(name, value)| (Cow::Owned(name.into_owned()), value.into_owned()))
+                    .collect(),
+            ),
+        }
+    }
 }
 
 /// A valid message line: role, content and the other top-level fields in file order.
@@ -378,7 +398,7 @@ impl<'a> Parser<'a> {
         } else if int_digits > MAX_INT_DIGITS {
             Err(())
         } else {
-            Ok(Value::Int(literal))
+            Ok(Value::Int(Cow::Borrowed(literal)))
         }
     }
 
@@ -549,7 +569,7 @@ mod tests {
         assert_eq!(
             record.extra[0].1,
             Value::Array(vec![
-                Value::Int("1"),
+                Value::Int("1".into()),
                 Value::Float(-2500.0),
                 Value::Bool(true),
                 Value::Null

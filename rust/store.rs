@@ -9,7 +9,6 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::ops::ControlFlow;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -463,29 +462,6 @@ pub fn tail_range(file: &File, limit: usize) -> io::Result<(u64, u64)> {
     let spans = lines::last_valid(file, len, limit)?;
     let range = spans.first().map_or((len, len), |first| (first.start, len));
     Ok(range)
-}
-
-/// Iterates over valid lines in `[start, end)` of `file`, one block at a time: `on_block` gets
-/// the parsed records of each block (so a caller can convert them while the block is alive).
-pub fn scan_records(
-    file: &File,
-    start: u64,
-    end: u64,
-    mut on_block: impl FnMut(Vec<record::Record<'_>>) -> ControlFlow<()>,
-) -> io::Result<()> {
-    let mut reader = Forward::new(file, start, end);
-    while let Some(block) = reader.next_block()? {
-        let mut records = Vec::new();
-        lines::for_each_line(block, |line| {
-            if let Some(record) = record::parse(line) {
-                records.push(record);
-            }
-        });
-        if on_block(records).is_break() {
-            break;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import re
@@ -740,3 +741,19 @@ def test_unreadable_file_loads_empty_with_warning(store, caplog):
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1
     assert warnings[0].name == "turnlog"
+
+
+def test_loaded_messages_stay_collectable(store):
+    """Messages without extras may be hidden from the cycle collector (they hold only strings),
+    but one that gets an extra dict must be tracked again so a cycle through it is collected."""
+    store.append("k", {"role": "user", "content": "plain"})
+    store.append("k", {"role": "user", "content": "extra", "n": 1})
+    plain, with_extra = store.load("k")
+    assert gc.is_tracked(with_extra)
+    plain.extra["self"] = plain  # a cycle through a message loaded without extras
+    assert gc.is_tracked(plain)
+    other = store.load("k")[0]
+    other.extra = {"self": other}
+    assert gc.is_tracked(other)
+    del plain, other
+    assert gc.collect() >= 2

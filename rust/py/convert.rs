@@ -4,9 +4,10 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString};
 
-use super::message::ChatMessage;
+use super::message::{self, ChatMessage};
+use crate::batch::Batch;
 use crate::bigint;
-use crate::record::{Record, Value};
+use crate::record::Value;
 
 /// Role strings seen in this load, so a million messages share a handful of `str` objects.
 #[derive(Default)]
@@ -74,35 +75,44 @@ fn to_py_value<'py>(py: Python<'py>, value: &Value<'_>) -> PyResult<Bound<'py, P
     })
 }
 
-fn fields_dict<'py>(
+fn fields_dict<'py, K: AsRef<str>>(
     py: Python<'py>,
-    fields: &[(std::borrow::Cow<'_, str>, Value<'_>)],
+    fields: &[(K, Value<'_>)],
 ) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
     for (name, item) in fields {
-        dict.set_item(PyString::new(py, name), to_py_value(py, item)?)?;
+        dict.set_item(PyString::new(py, name.as_ref()), to_py_value(py, item)?)?;
     }
     Ok(dict)
 }
 
-/// A `ChatMessage` for a parsed record; `scratch` is reused to unescape strings.
-pub fn message(
+/// A `ChatMessage` for each message of `batch`, appended to `out`.
+pub fn messages(
     py: Python<'_>,
     roles: &mut RoleCache,
-    scratch: &mut String,
-    record: &Record<'_>,
-) -> PyResult<Py<ChatMessage>> {
-    let extra = if record.extra.is_empty() {
-        None
-    } else {
-        Some(fields_dict(py, &record.extra)?.unbind())
-    };
-    Py::new(
-        py,
-        ChatMessage {
-            role: roles.get(py, record.role.decode_into(scratch)),
-            content: PyString::new(py, record.content.decode_into(scratch)).unbind(),
-            extra,
-        },
-    )
+    batch: &Batch,
+    out: &mut Vec<Py<ChatMessage>>,
+) -> PyResult<()> {
+    out.reserve(batch.messages.len());
+    for message in &batch.messages {
+        let extra = if message.extra.is_empty() {
+            None
+        } else {
+            Some(fields_dict(py, &message.extra)?.unbind())
+        };
+        let untracked = extra.is_none();
+        let object = Py::new(
+            py,
+            ChatMessage {
+                role: roles.get(py, batch.role(message)),
+                content: PyString::new(py, batch.content(message)).unbind(),
+                extra,
+            },
+        )?;
+        if untracked {
+            message::untrack(&object);
+        }
+        out.push(object);
+    }
+    Ok(())
 }

@@ -2,6 +2,7 @@
 //! code. Its behaviour is that of the pure-Python class in `python/turnlog/_message.py`.
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyMapping, PyString, PyTuple, PyType};
 
@@ -38,6 +39,26 @@ fn non_empty<'py>(extra: Option<&Py<PyDict>>, py: Python<'py>) -> Option<Bound<'
     extra.map(|d| d.bind(py).clone()).filter(|d| !d.is_empty())
 }
 
+/// Takes a message out of the cycle collector's sight. A message with no extra dict holds only
+/// strings, so it cannot be part of a reference cycle, and a load of a million messages would
+/// otherwise make the collector walk them again and again. The `extra` accessors, which may
+/// attach a dict, put it back ([`track`]).
+pub fn untrack(message: &Py<ChatMessage>) {
+    // SAFETY: the pointer is a live object of a GC-enabled type (every pyclass is one), and
+    // untracking an object is always allowed.
+    unsafe { ffi::PyObject_GC_UnTrack(message.as_ptr().cast()) }
+}
+
+fn track(message: &PyRefMut<'_, ChatMessage>) {
+    let object = message.as_ptr();
+    // SAFETY: a live object of a GC-enabled type; it is tracked only if it is not already.
+    unsafe {
+        if ffi::PyObject_GC_IsTracked(object) == 0 {
+            ffi::PyObject_GC_Track(object.cast());
+        }
+    }
+}
+
 impl ChatMessage {
     pub fn build(
         py: Python<'_>,
@@ -72,21 +93,27 @@ impl ChatMessage {
 
     /// Every top-level field other than ``role`` and ``content`` (``{}`` when none).
     #[getter]
-    fn extra(&mut self, py: Python<'_>) -> Py<PyDict> {
-        self.extra
-            .get_or_insert_with(|| PyDict::new(py).unbind())
-            .clone_ref(py)
+    fn extra(mut slf: PyRefMut<'_, Self>) -> Py<PyDict> {
+        let py = slf.py();
+        if slf.extra.is_none() {
+            slf.extra = Some(PyDict::new(py).unbind());
+            track(&slf);
+        }
+        slf.extra
+            .as_ref()
+            .map_or_else(|| PyDict::new(py).unbind(), |d| d.clone_ref(py))
     }
 
     #[setter]
-    fn set_extra(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn set_extra(mut slf: PyRefMut<'_, Self>, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let dict = value.cast::<PyDict>().map_err(|_| {
             PyTypeError::new_err(format!(
                 "ChatMessage extra must be a dict, not {}",
                 type_name(value)
             ))
         })?;
-        self.extra = Some(dict.clone().unbind());
+        slf.extra = Some(dict.clone().unbind());
+        track(&slf);
         Ok(())
     }
 

@@ -10,6 +10,7 @@ use super::convert::{self, RoleCache};
 use super::encode::encode_into;
 use super::errors::to_py;
 use super::message::ChatMessage;
+use crate::batch;
 use crate::store::{self, Store};
 
 /// A session key as `&str`: `TypeError` for a non-str, `ValueError` for lone surrogates.
@@ -63,20 +64,15 @@ impl JsonlStore {
         };
         let mut messages: Vec<Py<ChatMessage>> = Vec::new();
         let mut roles = RoleCache::default();
-        let mut scratch = String::new();
         let mut failed: Option<PyErr> = None;
-        // Each block is read and parsed with the GIL released; only turning its records into
-        // objects takes the GIL, so other threads run meanwhile and memory stays one block.
+        // Blocks are read and parsed without the GIL (on a second thread for big files); the
+        // GIL is taken only to turn each parsed batch into objects.
         let scanned = py.detach(|| {
-            store::scan_records(&file, start, end, |records| {
+            batch::load(&file, start, end, |parsed| {
                 Python::attach(|py| {
-                    let built = py.check_signals().and_then(|()| {
-                        messages.reserve(records.len());
-                        for record in &records {
-                            messages.push(convert::message(py, &mut roles, &mut scratch, record)?);
-                        }
-                        Ok(())
-                    });
+                    let built = py
+                        .check_signals()
+                        .and_then(|()| convert::messages(py, &mut roles, &parsed, &mut messages));
                     match built {
                         Ok(()) => ControlFlow::Continue(()),
                         Err(error) => {
