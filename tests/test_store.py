@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import stat
+import weakref
 from collections import OrderedDict
 from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
@@ -743,6 +744,10 @@ def test_unreadable_file_loads_empty_with_warning(store, caplog):
     assert warnings[0].name == "turnlog"
 
 
+class _Sentinel:
+    pass
+
+
 def test_loaded_messages_stay_collectable(store):
     """Messages without extras may be hidden from the cycle collector (they hold only strings),
     but one that gets an extra dict must be tracked again so a cycle through it is collected."""
@@ -750,10 +755,17 @@ def test_loaded_messages_stay_collectable(store):
     store.append("k", {"role": "user", "content": "extra", "n": 1})
     plain, with_extra = store.load("k")
     assert gc.is_tracked(with_extra)
-    plain.extra["self"] = plain  # a cycle through a message loaded without extras
-    assert gc.is_tracked(plain)
     other = store.load("k")[0]
-    other.extra = {"self": other}
-    assert gc.is_tracked(other)
-    del plain, other
-    assert gc.collect() >= 2
+    sentinels = []
+    for message, attach in ((plain, "get"), (other, "set")):
+        sentinel = _Sentinel()
+        sentinels.append(weakref.ref(sentinel))
+        if attach == "get":
+            message.extra["cycle"] = [message, sentinel]
+        else:
+            message.extra = {"cycle": [message, sentinel]}
+        assert gc.is_tracked(message)
+        del sentinel
+    del plain, other, message
+    gc.collect()
+    assert [ref() for ref in sentinels] == [None, None]

@@ -2,9 +2,10 @@
 //! code. Its behaviour is that of the pure-Python class in `python/turnlog/_message.py`.
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
-use pyo3::ffi;
+use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyMapping, PyString, PyTuple, PyType};
+use pyo3::{ffi, PyTraverseError};
 
 /// One chat message: a ``role``, a ``content`` string, and any extra top-level fields.
 #[pyclass(module = "turnlog", name = "ChatMessage")]
@@ -79,6 +80,16 @@ impl ChatMessage {
 impl ChatMessage {
     #[classattr]
     const __hash__: Option<Py<PyAny>> = None;
+
+    /// Only the extra dict can lead back to this message (role and content are strings), so it
+    /// is all the cycle collector needs to see and to clear.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.extra)
+    }
+
+    fn __clear__(&mut self) {
+        self.extra = None;
+    }
 
     #[new]
     #[pyo3(signature = (role, content, **extra))]
