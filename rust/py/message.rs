@@ -8,7 +8,7 @@ use pyo3::types::{PyDict, PyMapping, PyString, PyTuple, PyType};
 use pyo3::{ffi, PyTraverseError};
 
 /// One chat message: a ``role``, a ``content`` string, and any extra top-level fields.
-#[pyclass(module = "turnlog", name = "ChatMessage")]
+#[pyclass(module = "turnlog._native", name = "ChatMessage")]
 pub struct ChatMessage {
     /// Who spoke, e.g. ``"user"``, ``"assistant"``, ``"system"`` or ``"tool"``.
     #[pyo3(get, set)]
