@@ -35,8 +35,9 @@ test-rust: ## Rust unit tests of the core
 	cargo test --quiet
 
 .PHONY: test-python
-test-python: build-dev ## the Python suite, against the Rust and the pure store
-	CI=$${CI:-} $(PY) -m pytest
+test-python: build-dev ## the Python suite, against the Rust and the pure store, then as the pure fallback
+	$(PY) -m pytest
+	TURNLOG_PURE=1 $(PY) -m pytest -q
 
 .PHONY: test
 test: test-rust test-python ## set up, build, and run every test (Rust and Python)
