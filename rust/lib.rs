@@ -7,12 +7,14 @@
 //! - [`bigint`]: long integers to and from decimal, independent of CPython's digit limit.
 //! - [`keys`]: session keys to file names, reversibly.
 //! - [`record`]: the strict parser that decides whether a line is a valid message.
+//! - [`fdcache`]: session files kept open between appends.
 //! - [`json`]: writing JSON strings exactly as Python's `json.dumps(ensure_ascii=False)` does.
 //! - [`lines`]: reading a file's lines forwards and backwards in bounded memory.
 //! - [`store`]: locking, appends, tail reads, truncation and atomic rewrites.
 
 pub mod batch;
 pub mod bigint;
+pub mod fdcache;
 pub mod json;
 pub mod keys;
 pub mod lines;

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::fdcache::OpenFiles;
 use crate::keys::{self, KeyError};
 use crate::lines::{self, Forward, Span};
 use crate::record;
@@ -99,21 +100,26 @@ fn lock(path: &Path, create: bool) -> io::Result<Option<Locked>> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        flock(&file, libc::LOCK_EX)?;
-        let held = file.metadata()?;
-        match fs::symlink_metadata(path) {
-            Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
-                return Ok(Some(Locked {
-                    len: held.len(),
-                    file,
-                    created,
-                }));
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+        if let Some(locked) = lock_open(file, path, created)? {
+            return Ok(Some(locked));
         }
-        // Replaced or deleted while we waited: the lock is on a file nobody reads any more.
+    }
+}
+
+/// Locks an open `file` of `path`; `None` (file closed) when the path no longer names it: a
+/// rewrite renamed a new file over it, or it was deleted, while we waited for the lock.
+fn lock_open(file: File, path: &Path, created: bool) -> io::Result<Option<Locked>> {
+    flock(&file, libc::LOCK_EX)?;
+    let held = file.metadata()?;
+    match fs::symlink_metadata(path) {
+        Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => Ok(Some(Locked {
+            len: held.len(),
+            file,
+            created,
+        })),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -145,11 +151,12 @@ fn copy_range(from: &File, start: u64, end: u64, to: &mut impl Write) -> io::Res
 }
 
 /// The JSONL store: one `<name>.jsonl` per session in `dir`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
     /// fsync files and the folder before a write returns (survive power loss).
     durable: bool,
+    open_files: OpenFiles,
 }
 
 impl Store {
@@ -158,6 +165,7 @@ impl Store {
         Store {
             dir: dir.into(),
             durable,
+            open_files: OpenFiles::default(),
         }
     }
 
@@ -209,9 +217,16 @@ impl Store {
         if records.is_empty() {
             return Ok(());
         }
-        let locked = lock(&path, true)
-            .at(&path)?
-            .ok_or_else(|| Error::Io(io::Error::from(io::ErrorKind::NotFound), path.clone()))?;
+        let cached = match self.open_files.take(&path) {
+            Some(file) => lock_open(file, &path, false).at(&path)?,
+            None => None,
+        };
+        let locked = match cached {
+            Some(locked) => locked,
+            None => lock(&path, true)
+                .at(&path)?
+                .ok_or_else(|| Error::Io(io::Error::from(io::ErrorKind::NotFound), path.clone()))?,
+        };
         let Locked { file, len, created } = locked;
         let mut last = [0u8; 1];
         let torn = len > 0 && {
@@ -238,6 +253,9 @@ impl Store {
         if created {
             self.sync_dir()?;
         }
+        // Kept open for the next append, unlocked: only a held lock excludes other writers.
+        flock(&file, libc::LOCK_UN).at(&path)?;
+        self.open_files.put(path, file);
         Ok(())
     }
 
@@ -249,6 +267,8 @@ impl Store {
         path: &Path,
         write: impl FnOnce(&mut io::BufWriter<&File>) -> io::Result<()>,
     ) -> Result<()> {
+        // The cached descriptor would name the replaced file: close it rather than keep it.
+        self.open_files.forget(path);
         let mode = locked.file.metadata().at(path)?.permissions().mode() & 0o7777;
         let (temp_path, temp) = loop {
             let candidate = self
@@ -398,6 +418,7 @@ impl Store {
         };
         fs::remove_file(&path).at(&path)?;
         drop(locked);
+        self.open_files.forget(&path);
         self.sync_dir()?;
         Ok(true)
     }

@@ -183,3 +183,39 @@ def test_lock_is_the_transcript_flock(impl, tmp_path):
     assert done.wait(10)
     thread.join(10)
     assert store.load("k") == [ChatMessage.user("a"), ChatMessage.user("b")]
+
+
+def _forked_appender(store, key, writer, count, results):
+    for seq in range(count):
+        store.append(key, {"role": "user", "content": f"{writer}:{seq}"})
+    results.put(writer)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_children_append_while_the_parent_compacts(impl, tmp_path):
+    """A store keeps session files open between appends and forked children inherit the
+    store with them: the parent's compactions and appends and the children's appends, all at
+    once, lose nothing and keep each child's order."""
+    store = store_class(impl)(tmp_path / "ws")
+    key = "forked"
+    store.append(key, {"role": "system", "content": "start"})  # now cached in the parent
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    children = [
+        context.Process(target=_forked_appender, args=(store, key, w, 150, results))
+        for w in range(2)
+    ]
+    for child in children:
+        child.start()
+    try:
+        deadline = time.monotonic() + 60
+        while any(child.is_alive() for child in children) and time.monotonic() < deadline:
+            store.compact(key)
+            store.append(key, {"role": "user", "content": "parent"})
+        assert sorted(collect(results, 2, 60)) == [0, 1]
+    finally:
+        stop_all(children)
+    contents = [m.content for m in store.load(key)]
+    for writer in range(2):
+        mine = [c for c in contents if c.startswith(f"{writer}:")]
+        assert mine == [f"{writer}:{seq}" for seq in range(150)]
