@@ -77,7 +77,7 @@ impl Batch {
 pub const THREADED_MIN_BYTES: u64 = 2 * lines::FORWARD_BLOCK as u64;
 
 /// Reads `[start, end)` of `file` in blocks, hands each parsed [`Batch`] to `on_batch`, in file
-/// order, until it breaks. For large ranges a second thread reads and parses ahead (at most two
+/// order, until it breaks. For large ranges a second thread reads and parses ahead (at most one
 /// batches), so reading and parsing overlap with what `on_batch` does.
 pub fn load(
     file: &File,
@@ -95,7 +95,7 @@ pub fn load(
         return Ok(());
     }
     std::thread::scope(|scope| {
-        let (sender, receiver) = mpsc::sync_channel::<io::Result<Batch>>(2);
+        let (sender, receiver) = mpsc::sync_channel::<io::Result<Batch>>(1);
         scope.spawn(move || {
             let mut reader = Forward::new(file, start, end);
             loop {

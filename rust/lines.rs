@@ -13,7 +13,7 @@ use crate::record;
 
 /// Block size of forward reads: large enough that syscalls vanish in the cost, small enough
 /// that memory stays flat however big the file.
-pub const FORWARD_BLOCK: usize = 4 << 20;
+pub const FORWARD_BLOCK: usize = 2 << 20;
 /// First block size of backward reads: a tail read of a few messages costs one small `pread`.
 const BACKWARD_BLOCK: usize = 64 << 10;
 
