@@ -23,6 +23,7 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -178,6 +179,35 @@ def bench_remove_last(corpus: Corpus, rounds: int) -> list[Row]:
             store.append(KEY, tail[-1])
         ok &= store.load(KEY, limit=TAIL) == tail
         rows.append(report(Row(op, impl, statistics.median(times), "s", verdict(ok))))
+    return rows
+
+
+def bench_threads(corpus: Corpus, rounds: int) -> list[Row]:
+    """Two sessions loaded one after the other by one thread, then at once by two threads.
+
+    Shows the GIL is released while a load reads and parses. A single large load already reads
+    ahead on a second thread, so on a 2-core machine the one-thread case uses both cores too.
+    """
+    op = f"load 2 sessions of {corpus.messages:,} msgs"
+    if RustStore is None:
+        return [missing(op, "rust, 1 thread", "s"), missing(op, "rust, 2 threads", "s")]
+    workspace = scratch("threads", corpus.path)
+    shutil.copyfile(session_file(workspace), workspace / "sessions" / "other.jsonl")
+    store = RustStore(workspace)
+    keys = (KEY, "other")
+
+    def one_thread() -> list[int]:
+        return [len(store.load(key)) for key in keys]
+
+    def two_threads() -> list[int]:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            return list(pool.map(lambda key: len(store.load(key)), keys))
+
+    rows = []
+    for impl, fn in (("rust, 1 thread", one_thread), ("rust, 2 threads", two_threads)):
+        seconds, counts = timed(fn, rounds)
+        ok = verdict(counts == [corpus.messages] * 2, f"{counts}")
+        rows.append(report(Row(op, impl, seconds, "s", ok)))
     return rows
 
 
@@ -405,6 +435,11 @@ def summary(rows: list[Row]) -> str:
             base = by.get((row.op, floor))
             if base is not None and base.value and row.value is not None:
                 lines.append(f"- {row.op}: rust takes {row.value / base.value:.1f}x {floor}")
+    threads = [row for row in rows if row.impl.startswith("rust, ")]
+    if len(threads) == 2 and threads[0].value and threads[1].value:
+        lines.append(
+            f"- {threads[0].op}: two threads vs one: {threads[0].value / threads[1].value:.2f}x"
+        )
     if not lines:
         return "rust vs pure: n/a (turnlog._native not built, or TURNLOG_PURE=1: pure store only)"
     return "\n".join(lines)
@@ -434,11 +469,13 @@ def main() -> None:
     rows, tail = bench_load(corpus, rounds)
     rows += bench_tail(small, rounds)
     rows += bench_tail(corpus, rounds, tail)
+    rows += bench_remove_last(small, rounds)
     rows += bench_remove_last(corpus, rounds)
     messages = [m.to_dict() for m in pure.SessionStore(scratch("tail", small.path)).load(KEY)]
     rows += bench_append(messages[:APPENDS], rounds)
     rows += bench_turn(turn, rounds)
     rows += bench_compact(corpus, rounds)
+    rows += bench_threads(corpus, rounds)
     rows += bench_memory(corpus)
     rows += bench_import()
     shutil.rmtree(bench_dir() / "scratch", ignore_errors=True)

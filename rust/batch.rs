@@ -9,6 +9,7 @@
 use std::fs::File;
 use std::io;
 use std::ops::{ControlFlow, Range};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use crate::lines::{self, Forward};
@@ -76,6 +77,27 @@ impl Batch {
 /// must not pay for starting a thread.
 pub const THREADED_MIN_BYTES: u64 = 2 * lines::FORWARD_BLOCK as u64;
 
+/// Counts the loads in progress in this process while alive.
+struct ActiveLoad {
+    others: usize,
+}
+
+static ACTIVE_LOADS: AtomicUsize = AtomicUsize::new(0);
+
+impl ActiveLoad {
+    fn enter() -> ActiveLoad {
+        ActiveLoad {
+            others: ACTIVE_LOADS.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for ActiveLoad {
+    fn drop(&mut self) {
+        ACTIVE_LOADS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Reads `[start, end)` of `file` in blocks, hands each parsed [`Batch`] to `on_batch`, in file
 /// order, until it breaks. For large ranges a second thread reads and parses ahead (at most one
 /// batches), so reading and parsing overlap with what `on_batch` does.
@@ -85,7 +107,11 @@ pub fn load(
     end: u64,
     mut on_batch: impl FnMut(Batch) -> ControlFlow<()>,
 ) -> io::Result<()> {
-    if end.saturating_sub(start) < THREADED_MIN_BYTES {
+    // Read ahead on a second thread only for a large range, and only when no other load of
+    // this process is running: concurrent loads already keep the cores busy, and extra
+    // threads would only contend with them.
+    let active = ActiveLoad::enter();
+    if end.saturating_sub(start) < THREADED_MIN_BYTES || active.others > 0 {
         let mut reader = Forward::new(file, start, end);
         while let Some(block) = reader.next_block()? {
             if on_batch(Batch::parse(block)).is_break() {
