@@ -10,6 +10,7 @@
 //! - [`fdcache`]: session files kept open between appends.
 //! - [`json`]: writing JSON strings exactly as Python's `json.dumps(ensure_ascii=False)` does.
 //! - [`lines`]: reading a file's lines forwards and backwards in bounded memory.
+//! - [`search`]: keyword search by scanning message contents.
 //! - [`store`]: locking, appends, tail reads, truncation and atomic rewrites.
 
 pub mod batch;
@@ -19,6 +20,7 @@ pub mod json;
 pub mod keys;
 pub mod lines;
 pub mod record;
+pub mod search;
 pub mod store;
 
 #[cfg(feature = "python")]

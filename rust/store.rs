@@ -18,6 +18,7 @@ use crate::fdcache::OpenFiles;
 use crate::keys::{self, KeyError};
 use crate::lines::{self, Forward, Span};
 use crate::record;
+use crate::search::Query;
 
 /// What can go wrong in a store operation.
 #[derive(Debug)]
@@ -212,10 +213,12 @@ impl Store {
     /// Appends encoded records (each ending in a newline) with one locked write. A torn last
     /// line gets its newline first, in the same write, so the record never joins it. On a
     /// failed write the file is cut back to its old length.
-    pub fn append(&self, key: &str, records: &[u8]) -> Result<()> {
+    ///
+    /// Returns whether the append created the session's file.
+    pub fn append(&self, key: &str, records: &[u8]) -> Result<bool> {
         let path = self.path(key)?;
         if records.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let cached = match self.open_files.take(&path) {
             Some(file) => lock_open(file, &path, false).at(&path)?,
@@ -256,7 +259,7 @@ impl Store {
         // Kept open for the next append, unlocked: only a held lock excludes other writers.
         flock(&file, libc::LOCK_UN).at(&path)?;
         self.open_files.put(path, file);
-        Ok(())
+        Ok(created)
     }
 
     /// Atomically replaces the locked file at `path` with what `write` produces: a temp file
@@ -451,6 +454,21 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(Error::Io(e, path)),
         }
+    }
+
+    /// The sessions (of `keys`) with a valid message matching `query`; missing ones are skipped.
+    pub fn search(&self, keys: &[String], query: &Query) -> Result<Vec<String>> {
+        let mut found = Vec::new();
+        for key in keys {
+            let Some((file, path)) = self.open(key)? else {
+                continue;
+            };
+            let len = file.metadata().at(&path)?.len();
+            if query.matches_file(&file, len).at(&path)? {
+                found.push(key.clone());
+            }
+        }
+        Ok(found)
     }
 
     /// `(valid messages, modification time in ns)` of the session; `None` if it has no file.

@@ -17,7 +17,7 @@ import pytest
 
 import turnlog
 from _spec import read, session_path, snapshot
-from turnlog import ChatMessage, SessionMetadata, SessionQuery
+from turnlog import ChatMessage, SessionMetadata
 
 U = ChatMessage.user
 A = ChatMessage.assistant
@@ -673,26 +673,6 @@ def test_load_with_timestamps(store):
     store.append_many("s", [U("a"), A("b"), U("c")])
     assert store.load_with_timestamps("s") == [(U("a"), None), (A("b"), None), (U("c"), None)]
     assert store.load_with_timestamps("s", limit=1) == [(U("c"), None)]
-
-
-def test_backend_defaults(store, tmp_path):
-    store.append("s", U("a"))
-    before = snapshot(tmp_path)
-    assert store.search(SessionQuery(keyword="a")) == []
-    assert store.search(SessionQuery()) == []
-    assert store.cleanup_stale(0) == 0
-    assert store.get_session_state("s") is None
-    assert store.set_session_state("s", "running", turn_id="t1") is None
-    assert store.get_session_state("s") is None
-    assert store.set_session_name("s", "Name") is None
-    assert store.get_session_name("s") is None
-    assert store.set_session_agent_alias("s", "agent") is None
-    assert store.get_session_agent_alias("s") is None
-    assert store.set_session_context("s", channel_id="c", room_id="r", sender_id="x") is None
-    assert store.list_running_sessions() == []
-    assert store.list_stuck_sessions(0) == []
-    assert snapshot(tmp_path) == before
-    assert store.load("s") == [U("a")]
 
 
 # --- the file system ----------------------------------------------------------------------------

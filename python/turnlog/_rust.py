@@ -48,18 +48,18 @@ class SessionStore(JsonlStoreBase):
     def _stat(self, session_key: str) -> tuple[int, int] | None:
         return self._native.stat(session_key)  # type: ignore[no-any-return]
 
-    def append(self, session_key: str, message: MessageLike) -> None:
-        """Add ``message`` (a ``ChatMessage`` or a mapping) as one line at the end of the session.
+    def _append(self, session_key: str, message: MessageLike) -> bool:
+        return self._native.append(session_key, _native_message(message))  # type: ignore[no-any-return]
 
-        Raises:
-            TypeError, ValueError: a bad key or message; nothing is written.
-            OSError: the write failed; the file is left as it was.
-        """
-        self._native.append(session_key, _native_message(message))
+    def _append_many(self, session_key: str, messages: Iterable[MessageLike]) -> bool:
+        batch = [_native_message(m) for m in messages]
+        return self._native.append_many(session_key, batch)  # type: ignore[no-any-return]
 
-    def append_many(self, session_key: str, messages: Iterable[MessageLike]) -> None:
-        """Add ``messages`` in order with one locked write: all of them, or none on error."""
-        self._native.append_many(session_key, [_native_message(m) for m in messages])
+    def _delete(self, session_key: str) -> bool:
+        return self._native.delete_session(session_key)  # type: ignore[no-any-return]
+
+    def _search(self, keys: list[str], keyword: str, match_all: bool) -> list[str]:
+        return self._native.search(keys, keyword, match_all)  # type: ignore[no-any-return]
 
     def remove_last(self, session_key: str) -> bool:
         """Remove the newest valid message; corrupt lines around it stay. ``True`` if one was."""
@@ -76,10 +76,6 @@ class SessionStore(JsonlStoreBase):
     def clear_messages(self, session_key: str) -> int:
         """Empty the session (its file stays, so it stays listed). Returns the messages removed."""
         return self._native.clear_messages(session_key)  # type: ignore[no-any-return]
-
-    def delete_session(self, session_key: str) -> bool:
-        """Delete the session's file. ``True`` if it existed."""
-        return self._native.delete_session(session_key)  # type: ignore[no-any-return]
 
     def list_sessions(self) -> list[str]:
         """Every session key, sorted. Files whose names no key maps to are not listed."""

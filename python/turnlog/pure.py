@@ -10,36 +10,15 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import secrets
 import stat
 from collections.abc import Iterable, Iterator
 
-from . import _format
+from . import _files, _format
 from ._impl import ChatMessage
-from ._jsonl import Durability, JsonlStoreBase, PathLike
+from ._jsonl import Durability, JsonlStoreBase, PathLike, search_words
 from .backend import MessageLike
 
 __all__ = ["SessionStore"]
-
-_READ_CHUNK = 1 << 20
-
-
-def _read_all(fd: int) -> bytes:
-    chunks: list[bytes] = []
-    offset = 0
-    while True:
-        chunk = os.pread(fd, _READ_CHUNK, offset)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-        offset += len(chunk)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
 
 
 def _lines_backwards(data: bytes) -> Iterator[tuple[int, int]]:
@@ -66,6 +45,18 @@ def _count_valid(data: bytes) -> int:
     return sum(_format.valid_text(line) is not None for line in data.split(b"\n"))
 
 
+def _read(path: str, *, tail: bool = False) -> bytes:
+    """The whole file at ``path`` (never through a symlink); with ``tail``, under a shared lock,
+    as the Rust store reads a tail, so no writer truncates it meanwhile."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        if tail:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        return _files.read_all(fd)
+    finally:
+        os.close(fd)
+
+
 class SessionStore(JsonlStoreBase):
     """Append-only JSONL session store, in pure Python.
 
@@ -83,94 +74,25 @@ class SessionStore(JsonlStoreBase):
     def __init__(self, workspace: PathLike, *, durability: Durability = "process") -> None:
         super().__init__(workspace, durability=durability)
 
-    # --- paths and locks ------------------------------------------------------------------------
-
-    def _path(self, session_key: str) -> str:
-        return os.path.join(self._sessions_dir, _format.key_to_name(session_key) + _format.SUFFIX)
-
-    @contextlib.contextmanager
-    def _locked(self, path: str, *, create: bool) -> Iterator[tuple[int, bool] | None]:
-        """Hold ``flock`` on the file at ``path``: yields ``(fd, created)``, or ``None`` if the
-        file does not exist (and ``create`` is false).
-
-        The lock is on the transcript itself, so a writer that opened the file before a rewrite
-        renamed a new one over it must notice it holds the old inode and open the path again.
-        """
-        flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
-        while True:
-            created = False
-            try:
-                fd = os.open(path, flags)
-            except FileNotFoundError:
-                if not create:
-                    yield None
-                    return
-                try:
-                    fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
-                except FileExistsError:
-                    continue
-                created = True
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                locked = os.fstat(fd)
-                try:
-                    current: os.stat_result | None = os.lstat(path)
-                except FileNotFoundError:
-                    current = None
-            except BaseException:
-                os.close(fd)
-                raise
-            if current is not None and (current.st_dev, current.st_ino) == (
-                locked.st_dev,
-                locked.st_ino,
-            ):
-                break
-            os.close(fd)
-        try:
-            yield fd, created
-        finally:
-            os.close(fd)  # also releases the lock
-
-    def _sync_dir(self) -> None:
-        fd = os.open(self._sessions_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    @property
+    def _durable(self) -> bool:
+        return self._durability == "power"
 
     def _replace(self, fd: int, path: str, data: bytes) -> None:
-        """Atomically replace the locked file ``fd`` at ``path`` with ``data`` (temp + rename)."""
+        """Atomically replace the locked file ``fd`` at ``path`` with ``data``."""
         mode = stat.S_IMODE(os.fstat(fd).st_mode)
-        temp = os.path.join(self._sessions_dir, f".turnlog-{secrets.token_hex(8)}.tmp")
-        temp_fd = os.open(
-            temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
-        )
-        try:
-            try:
-                os.fchmod(temp_fd, mode)
-                _write_all(temp_fd, data)
-                if self._durability == "power":
-                    os.fsync(temp_fd)
-            finally:
-                os.close(temp_fd)
-            os.rename(temp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise
-        if self._durability == "power":
-            self._sync_dir()
+        _files.replace(path, data, mode=mode, durable=self._durable)
 
-    def _append_bytes(self, path: str, data: bytes) -> None:
-        with self._locked(path, create=True) as held:
+    def _append_bytes(self, path: str, data: bytes) -> bool:
+        with _files.locked(path, create=True) as held:
             assert held is not None
             fd, created = held
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
                 data = b"\n" + data  # never glue a record onto a torn last line
             try:
-                _write_all(fd, data)
-                if self._durability == "power":
+                _files.write_all(fd, data)
+                if self._durable:
                     os.fsync(fd)
             except BaseException:
                 # Leave no trace: a new session disappears again, an old one gets its length back.
@@ -180,23 +102,17 @@ class SessionStore(JsonlStoreBase):
                     else:
                         os.ftruncate(fd, size)
                 raise
-        if created and self._durability == "power":
-            self._sync_dir()
+        if created and self._durable:
+            _files.sync_dir(self._sessions_dir)
+        return created
 
-    # --- SessionBackend ---------------------------------------------------------------------------
+    # --- what JsonlStoreBase needs --------------------------------------------------------------
 
     def _load(self, session_key: str, limit: int | None) -> list[ChatMessage]:
         path = self._path(session_key)
         if limit == 0:
             return []
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        try:
-            if limit is not None:
-                # As the Rust store's tail read: no writer truncates the file meanwhile.
-                fcntl.flock(fd, fcntl.LOCK_SH)
-            data = _read_all(fd)
-        finally:
-            os.close(fd)
+        data = _read(path, tail=limit is not None)
         messages = [m for m in map(_format.parse_line, data.split(b"\n")) if m is not None]
         return messages if limit is None else messages[-limit:]
 
@@ -207,42 +123,67 @@ class SessionStore(JsonlStoreBase):
         except FileNotFoundError:
             return None
         try:
-            return _count_valid(_read_all(fd)), os.fstat(fd).st_mtime_ns
+            return _count_valid(_files.read_all(fd)), os.fstat(fd).st_mtime_ns
         finally:
             os.close(fd)
 
-    def append(self, session_key: str, message: MessageLike) -> None:
-        """Add ``message`` (a ``ChatMessage`` or a mapping) as one line at the end of the session.
-
-        Raises:
-            TypeError, ValueError: a bad key or message; nothing is written.
-            OSError: the write failed; the file is left as it was.
-        """
+    def _append(self, session_key: str, message: MessageLike) -> bool:
         line = _format.encode_message(message)
-        self._append_bytes(self._path(session_key), line)
+        return self._append_bytes(self._path(session_key), line)
 
-    def append_many(self, session_key: str, messages: Iterable[MessageLike]) -> None:
-        """Add ``messages`` in order with one locked write: all of them, or none on error."""
+    def _append_many(self, session_key: str, messages: Iterable[MessageLike]) -> bool:
         data = b"".join([_format.encode_message(m) for m in messages])
         path = self._path(session_key)
-        if data:
-            self._append_bytes(path, data)
+        return bool(data) and self._append_bytes(path, data)
+
+    def _delete(self, session_key: str) -> bool:
+        path = self._path(session_key)
+        with _files.locked(path, create=False) as held:
+            if held is None:
+                return False
+            os.unlink(path)
+        if self._durable:
+            _files.sync_dir(self._sessions_dir)
+        return True
+
+    def _search(self, keys: list[str], keyword: str, match_all: bool) -> list[str]:
+        words = search_words(keyword)
+        if not words:
+            return [key for key in keys if self.session_exists(key)]
+        found = []
+        for key in keys:
+            try:
+                data = _read(self._path(key))
+            except FileNotFoundError:
+                continue
+            for line in data.split(b"\n"):
+                message = _format.parse_line(line)
+                if message is None:
+                    continue
+                content = message.content.lower()
+                hits = (word in content for word in words)
+                if all(hits) if match_all else any(hits):
+                    found.append(key)
+                    break
+        return found
+
+    # --- SessionBackend -------------------------------------------------------------------------
 
     def remove_last(self, session_key: str) -> bool:
         """Remove the newest valid message; corrupt lines around it stay. ``True`` if one was."""
         path = self._path(session_key)
-        with self._locked(path, create=False) as held:
+        with _files.locked(path, create=False) as held:
             if held is None:
                 return False
             fd = held[0]
-            data = _read_all(fd)
+            data = _files.read_all(fd)
             span = _last_valid(data)
             if span is None:
                 return False
             start, end = span
             if end == len(data):
                 os.ftruncate(fd, start)
-                if self._durability == "power":
+                if self._durable:
                     os.fsync(fd)
             else:
                 self._replace(fd, path, data[:start] + data[end:])
@@ -252,11 +193,11 @@ class SessionStore(JsonlStoreBase):
         """Replace the newest valid message, atomically. ``False`` (nothing written) if none."""
         line = _format.encode_message(message)
         path = self._path(session_key)
-        with self._locked(path, create=False) as held:
+        with _files.locked(path, create=False) as held:
             if held is None:
                 return False
             fd = held[0]
-            data = _read_all(fd)
+            data = _files.read_all(fd)
             span = _last_valid(data)
             if span is None:
                 return False
@@ -267,11 +208,11 @@ class SessionStore(JsonlStoreBase):
     def compact(self, session_key: str) -> None:
         """Rewrite the session with only its valid lines, stripped, atomically."""
         path = self._path(session_key)
-        with self._locked(path, create=False) as held:
+        with _files.locked(path, create=False) as held:
             if held is None:
                 return
             fd = held[0]
-            data = _read_all(fd)
+            data = _files.read_all(fd)
             kept = [_format.valid_text(line) for line in data.split(b"\n")]
             compacted = b"".join(line + b"\n" for line in kept if line is not None)
             if compacted != data:
@@ -280,27 +221,16 @@ class SessionStore(JsonlStoreBase):
     def clear_messages(self, session_key: str) -> int:
         """Empty the session (its file stays, so it stays listed). Returns the messages removed."""
         path = self._path(session_key)
-        with self._locked(path, create=False) as held:
+        with _files.locked(path, create=False) as held:
             if held is None:
                 return 0
             fd = held[0]
-            data = _read_all(fd)
+            data = _files.read_all(fd)
             if data:
                 os.ftruncate(fd, 0)
-                if self._durability == "power":
+                if self._durable:
                     os.fsync(fd)
             return _count_valid(data)
-
-    def delete_session(self, session_key: str) -> bool:
-        """Delete the session's file. ``True`` if it existed."""
-        path = self._path(session_key)
-        with self._locked(path, create=False) as held:
-            if held is None:
-                return False
-            os.unlink(path)
-        if self._durability == "power":
-            self._sync_dir()
-        return True
 
     def list_sessions(self) -> list[str]:
         """Every session key, sorted. Files whose names no key maps to are not listed."""

@@ -11,6 +11,7 @@ use super::encode::encode_into;
 use super::errors::to_py;
 use super::message::ChatMessage;
 use crate::batch;
+use crate::search::Query;
 use crate::store::{self, Store};
 
 /// A session key as `&str`: `TypeError` for a non-str, `ValueError` for lone surrogates.
@@ -95,7 +96,7 @@ impl JsonlStore {
         py: Python<'_>,
         key: &Bound<'_, PyAny>,
         message: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
+    ) -> PyResult<bool> {
         let mut line = Vec::with_capacity(128);
         encode_into(message, &mut line)?;
         let key = key_str(key)?;
@@ -107,7 +108,7 @@ impl JsonlStore {
         py: Python<'_>,
         key: &Bound<'_, PyAny>,
         messages: &Bound<'_, PyList>,
-    ) -> PyResult<()> {
+    ) -> PyResult<bool> {
         let mut lines = Vec::with_capacity(128 * messages.len());
         for message in messages.iter() {
             encode_into(&message, &mut lines)?;
@@ -156,6 +157,20 @@ impl JsonlStore {
     fn session_exists(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
         let key = key_str(key)?;
         py.detach(|| self.store.exists(key)).map_err(to_py)
+    }
+
+    /// The keys (of `keys`) with a valid message whose content matches `text`: every word
+    /// (`all`) or any, case-insensitively.
+    fn search(
+        &self,
+        py: Python<'_>,
+        keys: Vec<String>,
+        text: &str,
+        all: bool,
+    ) -> PyResult<Vec<String>> {
+        let query = Query::new(text, all);
+        py.detach(|| self.store.search(&keys, &query))
+            .map_err(to_py)
     }
 
     /// `(valid message count, mtime in ns)`, or `None` when the session has no file.

@@ -1,0 +1,114 @@
+"""File primitives of the JSONL stores in Python: the shared lock protocol, whole reads and
+writes, and atomic replacement. The Rust core has the same in ``rust/store.rs``."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+from collections.abc import Iterator
+
+__all__ = ["locked", "read_all", "replace", "sync_dir", "write_all"]
+
+_READ_CHUNK = 1 << 20
+
+
+def read_all(fd: int) -> bytes:
+    """Everything in the file ``fd``, read with ``pread`` (the file position is not used)."""
+    chunks: list[bytes] = []
+    offset = 0
+    while True:
+        chunk = os.pread(fd, _READ_CHUNK, offset)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        offset += len(chunk)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data``, going on after short writes."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def sync_dir(path: str) -> None:
+    """fsync the folder ``path``, so a created, renamed or removed entry survives power loss."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def locked(path: str, *, create: bool) -> Iterator[tuple[int, bool] | None]:
+    """Hold ``flock(LOCK_EX)`` on the session file ``path``: yields ``(fd, created)``, or
+    ``None`` if the file does not exist and ``create`` is false.
+
+    The lock is on the transcript itself, as the Rust store takes it, so both exclude each
+    other. A writer that opened the file before a rewrite renamed a new one over it (or before
+    it was deleted) notices, once it has the lock, that the path names another inode, and opens
+    the path again: otherwise its write would land in a file nobody reads any more.
+
+    Never call a native store operation on the same session while holding this: its lock is
+    on another open file description and would wait for this one forever.
+    """
+    flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
+    while True:
+        created = False
+        try:
+            fd = os.open(path, flags)
+        except FileNotFoundError:
+            if not create:
+                yield None
+                return
+            try:
+                fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                continue
+            created = True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            held = os.fstat(fd)
+            try:
+                current: os.stat_result | None = os.lstat(path)
+            except FileNotFoundError:
+                current = None
+        except BaseException:
+            os.close(fd)
+            raise
+        if current is not None and (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino):
+            break
+        os.close(fd)
+    try:
+        yield fd, created
+    finally:
+        os.close(fd)  # also releases the lock
+
+
+def replace(path: str, data: bytes, *, mode: int = 0o600, durable: bool = False) -> None:
+    """Atomically replace ``path`` with ``data``: a hidden temp file in the same folder,
+    renamed over it. Readers see the old file or the new one, never a mix."""
+    folder = os.path.dirname(path)
+    temp = os.path.join(folder, f".turnlog-{secrets.token_hex(8)}.tmp")
+    temp_fd = os.open(
+        temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
+    )
+    try:
+        try:
+            os.fchmod(temp_fd, mode)
+            write_all(temp_fd, data)
+            if durable:
+                os.fsync(temp_fd)
+        finally:
+            os.close(temp_fd)
+        os.rename(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    if durable:
+        sync_dir(folder)

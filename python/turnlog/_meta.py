@@ -1,0 +1,87 @@
+"""Session metadata of the JSONL store: one small JSON sidecar per session.
+
+``<workspace>/.turnlog/meta/<name>.json`` (the transcript's file name with ``.json``) holds what
+the transcript cannot: ``created_at``, the name, agent alias, routing context and turn state.
+It lives outside ``sessions/`` so that folder keeps only transcripts, as ZeroClaw's does.
+Messages live only in the transcript, so a crash between the two writes can lose no message. A
+session without a sidecar (a ZeroClaw workspace) still works: its metadata is derived from the
+transcript file.
+
+A sidecar is written whole, to a temp file renamed over it, under the transcript's lock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from typing import Any
+
+from . import _files
+
+__all__ = [
+    "STATES",
+    "from_text",
+    "meta_dir",
+    "meta_path",
+    "now",
+    "read_meta",
+    "to_text",
+    "write_meta",
+]
+
+#: The turn states a session can be in.
+STATES = ("idle", "running", "error")
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def to_text(when: datetime) -> str:
+    return when.astimezone(timezone.utc).isoformat()
+
+
+def from_text(text: object) -> datetime | None:
+    """The UTC datetime stored as ``text``; ``None`` for anything else (a damaged sidecar)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+
+def meta_dir(sessions_dir: str) -> str:
+    """The folder of the sidecars of the workspace whose transcripts are in ``sessions_dir``."""
+    return os.path.join(os.path.dirname(sessions_dir), ".turnlog", "meta")
+
+
+def meta_path(sessions_dir: str, name: str) -> str:
+    """The sidecar of the session whose transcript is ``<name>.jsonl``."""
+    return os.path.join(meta_dir(sessions_dir), name + ".json")
+
+
+def read_meta(path: str) -> dict[str, Any]:
+    """The sidecar's fields; ``{}`` when it is missing or damaged (metadata is then derived)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return {}
+    try:
+        data = json.loads(_files.read_all(fd))
+    except (OSError, ValueError):
+        return {}
+    finally:
+        os.close(fd)
+    return data if isinstance(data, dict) else {}
+
+
+def write_meta(path: str, meta: dict[str, Any], *, durable: bool) -> None:
+    """Write the sidecar atomically (the caller holds the transcript's lock)."""
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+    data = json.dumps(meta, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    _files.replace(path, data, durable=durable)
