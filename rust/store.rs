@@ -387,13 +387,7 @@ impl Store {
         self.replace(&locked, &path, |out| {
             let mut reader = Forward::new(&locked.file, 0, locked.len);
             while let Some(block) = reader.next_block()? {
-                let mut result = Ok(());
-                lines::for_each_line(block, |line| {
-                    if let (Ok(()), Some(text)) = (&result, record::valid_text(line)) {
-                        result = out.write_all(text).and_then(|()| out.write_all(b"\n"));
-                    }
-                });
-                result?;
+                compact_block(block, out)?;
             }
             Ok(())
         })
@@ -483,6 +477,34 @@ impl Store {
     }
 }
 
+/// Writes the valid lines of `block`, stripped, each with its newline. Runs of lines that stay
+/// as they are go out in one write, straight from the block.
+fn compact_block(block: &[u8], out: &mut impl Write) -> io::Result<()> {
+    let mut newlines = memchr::memchr_iter(b'\n', block);
+    let mut pending = 0; // block[pending..start] is kept as it is and not written yet
+    let mut start = 0;
+    while start < block.len() {
+        let (end, next) = match newlines.next() {
+            Some(newline) => (newline, newline + 1),
+            None => (block.len(), block.len()),
+        };
+        let line = &block[start..end];
+        match record::valid_text(line) {
+            Some(text) if text.len() == line.len() && next > end => {}
+            kept => {
+                out.write_all(&block[pending..start])?;
+                if let Some(text) = kept {
+                    out.write_all(text)?;
+                    out.write_all(b"\n")?;
+                }
+                pending = next;
+            }
+        }
+        start = next;
+    }
+    out.write_all(&block[pending..start])
+}
+
 /// How many valid messages `[0, len)` of the file holds.
 pub fn count_valid(file: &File, len: u64) -> io::Result<usize> {
     let mut count = 0;
@@ -519,6 +541,46 @@ mod tests {
 
     const A: &[u8] = b"{\"role\":\"user\",\"content\":\"a\"}\n";
     const B: &[u8] = b"{\"role\":\"assistant\",\"content\":\"b\"}\n";
+
+    #[test]
+    fn compact_block_matches_line_by_line() {
+        let lines: [&[u8]; 6] = [
+            A,
+            B,
+            b"junk\n",
+            b"\n",
+            b"  {\"role\":\"a\",\"content\":\"b\"}\r\n",
+            b"\n\n",
+        ];
+        // Every sequence of up to four lines, with and without a final torn or valid line.
+        let mut cases = vec![Vec::new()];
+        for _ in 0..4 {
+            let grown: Vec<Vec<u8>> = cases
+                .iter()
+                .flat_map(|case| {
+                    lines
+                        .iter()
+                        .map(move |line| [case.as_slice(), line].concat())
+                })
+                .collect();
+            cases.extend(grown);
+        }
+        for case in cases {
+            for tail in [&b""[..], b"{\"role\":\"a\",\"content\":\"z\"}", b"{\"ro"] {
+                let block = [case.as_slice(), tail].concat();
+                let mut expected = Vec::new();
+                lines::for_each_line(&block, |line| {
+                    if let Some(text) = record::valid_text(line) {
+                        expected.extend_from_slice(text);
+                        expected.push(b'\n');
+                    }
+                });
+                let mut written = Vec::new();
+                compact_block(&block, &mut written).unwrap();
+                assert_eq!(written, expected, "{:?}", String::from_utf8_lossy(&block));
+            }
+        }
+    }
 
     #[test]
     fn append_repairs_a_torn_tail() {
