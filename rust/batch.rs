@@ -9,10 +9,8 @@
 use std::fs::File;
 use std::io;
 use std::ops::{ControlFlow, Range};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
 
-use crate::lines::{self, Forward};
+use crate::lines;
 use crate::record::{self, Value};
 
 /// One valid message of a [`Batch`].
@@ -73,78 +71,15 @@ impl Batch {
     }
 }
 
-/// Below this many bytes a load parses on the calling thread: a tail read of a few messages
-/// must not pay for starting a thread.
-pub const THREADED_MIN_BYTES: u64 = 2 * lines::FORWARD_BLOCK as u64;
-
-/// Counts the loads in progress in this process while alive.
-struct ActiveLoad {
-    others: usize,
-}
-
-static ACTIVE_LOADS: AtomicUsize = AtomicUsize::new(0);
-
-impl ActiveLoad {
-    fn enter() -> ActiveLoad {
-        ActiveLoad {
-            others: ACTIVE_LOADS.fetch_add(1, Ordering::Relaxed),
-        }
-    }
-}
-
-impl Drop for ActiveLoad {
-    fn drop(&mut self) {
-        ACTIVE_LOADS.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// Reads `[start, end)` of `file` in blocks, hands each parsed [`Batch`] to `on_batch`, in file
-/// order, until it breaks. For large ranges a second thread reads and parses ahead (at most one
-/// batches), so reading and parsing overlap with what `on_batch` does.
+/// order, until it breaks; large ranges are read and parsed ahead on a second thread.
 pub fn load(
     file: &File,
     start: u64,
     end: u64,
-    mut on_batch: impl FnMut(Batch) -> ControlFlow<()>,
+    on_batch: impl FnMut(Batch) -> ControlFlow<()>,
 ) -> io::Result<()> {
-    // Read ahead on a second thread only for a large range, and only when no other load of
-    // this process is running: concurrent loads already keep the cores busy, and extra
-    // threads would only contend with them.
-    let active = ActiveLoad::enter();
-    if end.saturating_sub(start) < THREADED_MIN_BYTES || active.others > 0 {
-        let mut reader = Forward::new(file, start, end);
-        while let Some(block) = reader.next_block()? {
-            if on_batch(Batch::parse(block)).is_break() {
-                break;
-            }
-        }
-        return Ok(());
-    }
-    std::thread::scope(|scope| {
-        let (sender, receiver) = mpsc::sync_channel::<io::Result<Batch>>(1);
-        scope.spawn(move || {
-            let mut reader = Forward::new(file, start, end);
-            loop {
-                let parsed = match reader.next_block() {
-                    Ok(Some(block)) => Ok(Batch::parse(block)),
-                    Ok(None) => return,
-                    Err(error) => Err(error),
-                };
-                let failed = parsed.is_err();
-                // A closed channel means the consumer stopped early: nothing more to do.
-                if sender.send(parsed).is_err() || failed {
-                    return;
-                }
-            }
-        });
-        for parsed in receiver {
-            if on_batch(parsed?).is_break() {
-                // Dropping the receiver ends the reader at its next send.
-                break;
-            }
-        }
-        Ok(())
-    })
+    lines::read_ahead(file, start, end, Batch::parse, on_batch)
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@ use std::fs::File;
 use std::io;
 use std::ops::ControlFlow;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 
 use memchr::{memchr_iter, memrchr};
 
@@ -85,6 +87,82 @@ impl<'f> Forward<'f> {
             // No newline yet: a long line; read on, the block grows with it.
         }
     }
+}
+
+/// Below this many bytes a scan stays on the calling thread: a tail read of a few messages
+/// must not pay for starting a thread.
+pub const READ_AHEAD_MIN_BYTES: u64 = 2 * FORWARD_BLOCK as u64;
+
+/// Counts the read-ahead scans in progress in this process while alive.
+struct ActiveScan {
+    others: usize,
+}
+
+static ACTIVE_SCANS: AtomicUsize = AtomicUsize::new(0);
+
+impl ActiveScan {
+    fn enter() -> ActiveScan {
+        ActiveScan {
+            others: ACTIVE_SCANS.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for ActiveScan {
+    fn drop(&mut self) {
+        ACTIVE_SCANS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Reads `[start, end)` of `file` in blocks of whole lines, turns each into a `T` with
+/// `process`, and hands those to `consume` in file order until it breaks.
+///
+/// For a large range, `process` runs on a second thread, one block ahead, so reading and
+/// processing overlap with what `consume` does (building Python objects, writing a file). Not
+/// when another such scan of this process is running: concurrent scans already keep the cores
+/// busy, and more threads would only contend with them.
+pub fn read_ahead<T: Send>(
+    file: &File,
+    start: u64,
+    end: u64,
+    mut process: impl FnMut(&[u8]) -> T + Send,
+    mut consume: impl FnMut(T) -> ControlFlow<()>,
+) -> io::Result<()> {
+    let active = ActiveScan::enter();
+    if end.saturating_sub(start) < READ_AHEAD_MIN_BYTES || active.others > 0 {
+        let mut reader = Forward::new(file, start, end);
+        while let Some(block) = reader.next_block()? {
+            if consume(process(block)).is_break() {
+                break;
+            }
+        }
+        return Ok(());
+    }
+    std::thread::scope(|scope| {
+        let (sender, receiver) = mpsc::sync_channel::<io::Result<T>>(1);
+        scope.spawn(move || {
+            let mut reader = Forward::new(file, start, end);
+            loop {
+                let item = match reader.next_block() {
+                    Ok(Some(block)) => Ok(process(block)),
+                    Ok(None) => return,
+                    Err(error) => Err(error),
+                };
+                let failed = item.is_err();
+                // A closed channel means the consumer stopped early: nothing more to do.
+                if sender.send(item).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        for item in receiver {
+            if consume(item?).is_break() {
+                // Dropping the receiver ends the reader at its next send.
+                break;
+            }
+        }
+        Ok(())
+    })
 }
 
 /// Calls `f` with each line of `block` (newline not included).

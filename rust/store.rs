@@ -9,6 +9,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::ops::ControlFlow;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -385,11 +386,21 @@ impl Store {
             return Ok(());
         }
         self.replace(&locked, &path, |out| {
-            let mut reader = Forward::new(&locked.file, 0, locked.len);
-            while let Some(block) = reader.next_block()? {
-                compact_block(block, out)?;
-            }
-            Ok(())
+            // Blocks are filtered on a second thread while this one writes the previous one.
+            let mut written = Ok(());
+            let compacted = |block: &[u8]| {
+                let mut kept = Vec::with_capacity(block.len());
+                compact_block(block, &mut kept).map(|()| kept)
+            };
+            lines::read_ahead(&locked.file, 0, locked.len, compacted, |kept| {
+                written = kept.and_then(|kept| out.write_all(&kept));
+                if written.is_ok() {
+                    ControlFlow::Continue(())
+                } else {
+                    ControlFlow::Break(())
+                }
+            })?;
+            written
         })
     }
 
