@@ -66,6 +66,11 @@ bench: build-release ## the benchmarks (1M-message corpus) and the ratio table
 	$(PY) benches/compare.py --messages $(BENCH_MESSAGES)
 	$(PY) -m pytest benches --benchmark-only --benchmark-columns=median,iqr,rounds -p no:cacheprovider
 
+.PHONY: bench-peers
+bench-peers: build-release ## turnlog vs LangChain and OpenAI Agents session stores (installs them into .venv)
+	$(PY) -m pip install --quiet -r benches/requirements-peers.txt
+	$(PY) benches/bench_peers.py
+
 .PHONY: clean
 clean: ## remove build output and the venv
 	rm -rf $(VENV) target .pytest_cache .hypothesis .mypy_cache .ruff_cache

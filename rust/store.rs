@@ -192,7 +192,8 @@ impl Store {
 
     fn sync_file(&self, file: &File) -> io::Result<()> {
         if self.durable {
-            file.sync_all()?;
+            // fdatasync: the data and the size, not the times; as SQLite syncs its journal.
+            file.sync_data()?;
         }
         Ok(())
     }
@@ -297,7 +298,7 @@ impl Store {
             out.flush()?;
             drop(out);
             if self.durable {
-                temp.sync_all()?;
+                temp.sync_data()?;
             }
             fs::rename(&temp_path, path)
         })();

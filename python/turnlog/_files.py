@@ -9,7 +9,7 @@ import os
 import secrets
 from collections.abc import Iterator
 
-__all__ = ["locked", "read_all", "replace", "sync_dir", "write_all"]
+__all__ = ["locked", "read_all", "replace", "sync_data", "sync_dir", "write_all"]
 
 _READ_CHUNK = 1 << 20
 
@@ -32,6 +32,11 @@ def write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+def sync_data(fd: int) -> None:
+    """Flush the file's data and size to disk (``fdatasync``; ``fsync`` where it is missing)."""
+    getattr(os, "fdatasync", os.fsync)(fd)
 
 
 def sync_dir(path: str) -> None:
@@ -102,7 +107,7 @@ def replace(path: str, data: bytes, *, mode: int = 0o600, durable: bool = False)
             os.fchmod(temp_fd, mode)
             write_all(temp_fd, data)
             if durable:
-                os.fsync(temp_fd)
+                sync_data(temp_fd)
         finally:
             os.close(temp_fd)
         os.rename(temp, path)

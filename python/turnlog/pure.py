@@ -93,7 +93,7 @@ class SessionStore(JsonlStoreBase):
             try:
                 _files.write_all(fd, data)
                 if self._durable:
-                    os.fsync(fd)
+                    _files.sync_data(fd)
             except BaseException:
                 # Leave no trace: a new session disappears again, an old one gets its length back.
                 with contextlib.suppress(OSError):
@@ -184,7 +184,7 @@ class SessionStore(JsonlStoreBase):
             if end == len(data):
                 os.ftruncate(fd, start)
                 if self._durable:
-                    os.fsync(fd)
+                    _files.sync_data(fd)
             else:
                 self._replace(fd, path, data[:start] + data[end:])
             return True
@@ -229,7 +229,7 @@ class SessionStore(JsonlStoreBase):
             if data:
                 os.ftruncate(fd, 0)
                 if self._durable:
-                    os.fsync(fd)
+                    _files.sync_data(fd)
             return _count_valid(data)
 
     def list_sessions(self) -> list[str]:
