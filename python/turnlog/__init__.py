@@ -12,9 +12,15 @@ pure-Python store; both read and write the same files.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ._impl import IMPLEMENTATION, ChatMessage, native
 from ._types import SessionMetadata, SessionQuery, SessionState
 from .backend import MessageLike, SessionBackend
+
+if TYPE_CHECKING:
+    from .migrate import MigrationConflictError, MigrationReport
+    from .sqlite import SqliteSessionBackend
 
 if native is not None:
     from ._rust import SessionStore
@@ -34,10 +40,27 @@ __all__ = [
     "IMPLEMENTATION",
     "ChatMessage",
     "MessageLike",
+    "MigrationConflictError",
+    "MigrationReport",
     "SessionBackend",
     "SessionMetadata",
     "SessionQuery",
     "SessionState",
     "SessionStore",
+    "SqliteSessionBackend",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The SQLite backend (and migrate, which knows it) import sqlite3 on first use, so a Python
+    # built without sqlite3 still imports turnlog, and `import turnlog` stays fast.
+    if name == "SqliteSessionBackend":
+        from .sqlite import SqliteSessionBackend
+
+        return SqliteSessionBackend
+    if name in ("MigrationReport", "MigrationConflictError"):
+        from . import migrate
+
+        return getattr(migrate, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -172,13 +172,14 @@ def _depth(text: str) -> int:
     return deepest
 
 
-def _has_surrogate(value: Any) -> bool:
+def has_surrogate(value: Any) -> bool:
+    """Whether ``value`` (a str, or lists and dicts of them) holds a lone surrogate."""
     if isinstance(value, str):
         return _SURROGATE.search(value) is not None
     if isinstance(value, list):
-        return any(_has_surrogate(item) for item in value)
+        return any(has_surrogate(item) for item in value)
     if isinstance(value, dict):
-        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
+        return any(has_surrogate(k) or has_surrogate(v) for k, v in value.items())
     return False
 
 
@@ -205,7 +206,7 @@ def _decode(raw: bytes) -> tuple[str, dict[str, Any]] | None:
         return None
     if type(obj.get("role")) is not str or type(obj.get("content")) is not str:
         return None
-    if _SURROGATE_ESCAPE.search(text) is not None and _has_surrogate(obj):
+    if _SURROGATE_ESCAPE.search(text) is not None and has_surrogate(obj):
         return None
     return text, obj
 

@@ -185,6 +185,9 @@ class JsonlStoreBase(SessionBackend):
 
     def _update_meta(self, session_key: str, changes: dict[str, Any]) -> None:
         """Apply ``changes`` to the session's sidecar, creating the session if needed."""
+        for value in changes.values():
+            if isinstance(value, str) and _format.has_surrogate(value):
+                raise ValueError("session metadata must not contain lone surrogates")
         path = self._path(session_key)
         meta_path = self._meta_path(session_key)
         with _files.locked(path, create=True) as held:

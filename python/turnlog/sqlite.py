@@ -3,7 +3,8 @@
 The store mirrors ZeroClaw's SQLite backend (WAL mode, a sessions table with the metadata, an FTS5
 index over message contents) with turnlog's rules: the same key checks and message encoding as
 the JSONL stores (a message row holds the exact line the JSONL store would write, so extra fields
-round-trip byte for byte), the same exceptions, and bad input changes nothing.
+round-trip byte for byte), the same exceptions, the same answers (search included), and bad input
+changes nothing.
 
 Layout of ``<workspace>/sessions/sessions.db`` (schema version 1, ``PRAGMA user_version``)::
 
@@ -11,7 +12,8 @@ Layout of ``<workspace>/sessions/sessions.db`` (schema version 1, ``PRAGMA user_
              state, turn_id, turn_started_at, created_at, last_activity, message_count)
     messages(id INTEGER PRIMARY KEY AUTOINCREMENT, session_key, line, created_at)
     index messages_by_session(session_key, id)
-    message_fts: FTS5 over json_extract(line, '$.content'), external content, trigger-maintained
+    message_fts: FTS5, trigram tokens of each message's lower-cased content (contentless)
+    search_index(indexed_to): the index holds every message up to this id
 
 Times are stored as fixed-width ISO 8601 text in UTC (``2024-06-01T12:00:00.000000+00:00``), so
 they sort and compare as strings and stay readable in the ``sqlite3`` shell.
@@ -27,6 +29,7 @@ interleave; readers see committed snapshots (WAL) and never block writers.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import sqlite3
@@ -53,12 +56,21 @@ Clock = Callable[[], datetime]
 Match = Literal["all", "any"]
 
 _METADATA_COLUMNS = (
-    "key, name, created_at, last_activity, message_count, agent_alias, channel_id, room_id, "
-    "sender_id"
+    "key",
+    "name",
+    "created_at",
+    "last_activity",
+    "message_count",
+    "agent_alias",
+    "channel_id",
+    "room_id",
+    "sender_id",
 )
-# A searchable word: a run of letters and digits (FTS5's unicode61 tokenizer splits on
-# everything else, "_" included).
-_WORD = re.compile(r"[^\W_]+")
+_METADATA = ", ".join(f"s.{column}" for column in _METADATA_COLUMNS)
+#: The search keyword's word separators: Unicode white space, as the JSONL stores split it.
+_SPLIT = re.compile(f"[{re.escape(_format.WHITESPACE)}]+")
+#: The content of a message row, in SQL (the CASE spares a hand-damaged row a JSON error).
+_CONTENT = "CASE WHEN json_valid(m.line) THEN json_extract(m.line, '$.content') END"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -83,8 +95,6 @@ CREATE TABLE IF NOT EXISTS messages (
     created_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_by_session ON messages (session_key, id);
--- The count lives in the sessions row so listing 10,000 sessions reads 10,000 rows, not every
--- message; triggers keep it true whatever statement adds or removes messages.
 CREATE TRIGGER IF NOT EXISTS messages_count_insert AFTER INSERT ON messages BEGIN
     UPDATE sessions SET message_count = message_count + 1 WHERE key = new.session_key;
 END;
@@ -93,40 +103,43 @@ CREATE TRIGGER IF NOT EXISTS messages_count_delete AFTER DELETE ON messages BEGI
 END;
 """
 
-# The FTS5 index keeps only the index (external content): the text is read back through this
-# view when FTS5 needs it ('rebuild'). The CASE keeps a hand-damaged row from failing a trigger.
-_CONTENT = "CASE WHEN json_valid({0}.line) THEN json_extract({0}.line, '$.content') END"
-_FTS_SCHEMA = f"""
-CREATE VIEW IF NOT EXISTS message_text (id, content) AS
-    SELECT id, {_CONTENT.format("messages")} FROM messages;
-CREATE VIRTUAL TABLE IF NOT EXISTS message_fts USING fts5 (
-    content, content = 'message_text', content_rowid = 'id',
-    tokenize = 'unicode61 remove_diacritics 0'
-);
-CREATE TRIGGER IF NOT EXISTS messages_fts_insert AFTER INSERT ON messages BEGIN
-    INSERT INTO message_fts (rowid, content) VALUES (new.id, {_CONTENT.format("new")});
-END;
-CREATE TRIGGER IF NOT EXISTS messages_fts_delete AFTER DELETE ON messages BEGIN
-    INSERT INTO message_fts (message_fts, rowid, content)
-        VALUES ('delete', old.id, {_CONTENT.format("old")});
-END;
-CREATE TRIGGER IF NOT EXISTS messages_fts_update AFTER UPDATE OF line ON messages BEGIN
-    INSERT INTO message_fts (message_fts, rowid, content)
-        VALUES ('delete', old.id, {_CONTENT.format("old")});
-    INSERT INTO message_fts (rowid, content) VALUES (new.id, {_CONTENT.format("new")});
-END;
-"""
+# Search is substring search on lower-cased content (the JSONL stores' rule), which word
+# tokenizers cannot answer ("ploy" in "deployment"), so the index holds trigrams of the
+# lower-cased content. SQL cannot lower-case beyond ASCII, so turnlog fills the index itself
+# (contentless: the text is not stored twice) in the transaction that writes the message.
+# detail=none keeps only row ids (about 0.4 times the text, against 2.2 with positions): a
+# query asks for every trigram of a word, and the few rows that have them all in another order
+# are dropped by the exact check.
+#
+# Indexing one message per transaction costs FTS5 a new segment each time (about 3 times the
+# rest of an append), so appends leave the newest messages unindexed and the append that brings
+# the backlog to _INDEX_BATCH indexes it in one go. Search reads the unindexed tail (ids above
+# search_index.indexed_to, at most a batch) directly. AUTOINCREMENT keeps ids from being reused,
+# so "every id up to indexed_to is indexed" stays true across deletes.
+_FTS_SCHEMA = (
+    "CREATE VIRTUAL TABLE message_fts USING fts5 ("
+    "content, content = '', detail = none, tokenize = 'trigram case_sensitive 1')",
+    "CREATE TABLE search_index (one INTEGER PRIMARY KEY CHECK (one = 1), "
+    "indexed_to INTEGER NOT NULL)",
+    "INSERT INTO search_index (one, indexed_to) VALUES (1, 0)",
+)
+_INDEX_BATCH = 256
+_INDEX_CHUNK = 10_000
+#: About how many times more checking one candidate costs (JSON, lower-casing, in Python) than
+#: stepping over one message in SQLite (measured: 10-20 us against 0.1 us): a search whose index
+#: candidates number more than (messages / this) walks each session to its first match instead.
+_CHECK_COST = 100
 
 _fts5: bool | None = None
 
 
 def fts5_available() -> bool:
-    """Whether this process's SQLite has FTS5 (checked once, on an in-memory database)."""
+    """Whether this process's SQLite has FTS5 with the trigram tokenizer (SQLite 3.34+)."""
     global _fts5
     if _fts5 is None:
         probe = sqlite3.connect(":memory:")
         try:
-            probe.execute("CREATE VIRTUAL TABLE temp.probe USING fts5 (x)")
+            probe.execute("CREATE VIRTUAL TABLE temp.probe USING fts5 (x, tokenize = 'trigram')")
             _fts5 = True
         except sqlite3.OperationalError:
             _fts5 = False
@@ -152,18 +165,18 @@ def _time_of(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
 
 
-def _check_key(session_key: object) -> str:
+def _check_key(session_key: object) -> None:
     # The JSONL stores' rule, so a key is accepted (and refused, with the same exception) by
     # every backend alike and a session can move between them.
     _format.key_to_name(session_key)
-    return session_key  # type: ignore[return-value]
 
 
 def _check_text(value: object, what: str, *, optional: bool = False) -> str | None:
     if value is None and optional:
         return None
     if not isinstance(value, str):
-        raise TypeError(f"{what} must be str, not {type(value).__name__}")
+        kind = "a str or None" if optional else "a str"
+        raise TypeError(f"{what} must be {kind}, not {type(value).__name__}")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -179,19 +192,32 @@ def _check_amount(value: object, what: str) -> float:
     return float(value)
 
 
-def _line(message: object) -> str:
-    """The JSONL store's line for ``message``, without the newline (raises as it does)."""
+def _encode(message: object) -> str:
+    """The JSONL store's line for ``message``, without the newline (refused as the JSONL store
+    refuses it)."""
     return _format.encode_message(message)[:-1].decode("utf-8")
 
 
-def _message(line: str) -> ChatMessage | None:
-    # Rows are written by _line, so this only refuses a row damaged by hand (skipped, as the
+def _message(line: object) -> ChatMessage | None:
+    # Rows are written by _encode, so this only refuses a row damaged by hand (skipped, as the
     # JSONL stores skip a corrupt line).
-    try:
-        raw = line.encode("utf-8")
-    except (AttributeError, UnicodeEncodeError):
+    if not isinstance(line, str):
         return None
-    return _format.parse_line(raw)
+    try:
+        return _format.parse_line(line.encode("utf-8"))
+    except UnicodeEncodeError:
+        return None
+
+
+def _indexed_text(line: str) -> str | None:
+    """What the search index holds for a row: its lower-cased content (``None``: nothing)."""
+    try:
+        # Numbers are not needed: parse_int=len spares long integers the conversion that
+        # sys.set_int_max_str_digits may refuse (the same row must give the same text always).
+        content = json.loads(line, parse_int=len).get("content")
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    return content.lower() if isinstance(content, str) else None
 
 
 def _metadata(row: Sequence[Any]) -> SessionMetadata:
@@ -208,22 +234,56 @@ def _metadata(row: Sequence[Any]) -> SessionMetadata:
     )
 
 
-def _words(text: str) -> list[str]:
-    return [word.lower() for word in _WORD.findall(text)]
+def search_words(keyword: str) -> list[str]:
+    """The lower-cased words of a search keyword, split on Unicode white space (as the JSONL
+    stores split it), without repeats."""
+    return list(dict.fromkeys(word.lower() for word in _SPLIT.split(keyword) if word))
 
 
-def _words_match(content: object, words: str, any_word: int) -> bool:
-    """The fallback matcher (no FTS5): FTS5's rule, each word a prefix of a word of ``content``."""
+def _matches(content: object, words: str, any_word: int) -> bool:
+    """The search rule (the JSONL stores'): the lower-cased content holds every word (or, with
+    ``any_word``, one of them). ``words`` are joined by spaces, which no word holds."""
     if not isinstance(content, str):
         return False
-    tokens = set(_words(content))
-    wanted = words.split(" ")
-    hits = (any(token.startswith(word) for token in tokens) for word in wanted)
+    lowered = content.lower()
+    hits = (word in lowered for word in words.split(" "))
     return any(hits) if any_word else all(hits)
 
 
+def _trigrams(word: str) -> str:
+    """An FTS5 query for rows whose indexed text holds every trigram of ``word`` (3+ chars)."""
+    grams = dict.fromkeys(word[i : i + 3] for i in range(len(word) - 2))
+    return "(" + " AND ".join('"' + gram.replace('"', '""') + '"' for gram in grams) + ")"
+
+
+def _likes(word: str) -> list[str] | None:
+    """LIKE patterns such that every line whose content holds ``word`` (lower-cased) matches
+    one of them; ``None`` when LIKE cannot prefilter for ``word``.
+
+    LIKE ignores case for ASCII letters only, and sees the JSON line: a word is usable if it is
+    ASCII without what JSON escapes (``"``, ``\\``, control characters). Two other characters
+    lower-case to ASCII: KELVIN SIGN (U+212A) to ``k``, and ``İ`` (U+0130) to ``i`` followed by
+    a combining dot (so only a word's last ``i`` can come from it): those letters get both
+    spellings (or ``_``, any one character, past a few of them).
+    """
+    if not word.isascii() or any(char in '"\\' or char < " " for char in word):
+        return None
+    base = word.replace("%", "\\%").replace("_", "\\_")
+    spots = [i for i, char in enumerate(base) if char == "k"]
+    if base.endswith("i"):
+        spots.append(len(base) - 1)
+    if len(spots) > 3:
+        base = "".join("_" if i in spots else char for i, char in enumerate(base))
+        spots = []
+    patterns = [base]
+    for spot in spots:
+        other = "\u212a" if base[spot] == "k" else "\u0130"
+        patterns += [p[:spot] + other + p[spot + 1 :] for p in patterns]
+    return [f"%{pattern}%" for pattern in patterns]
+
+
 class _Connection:
-    """One thread's connection, closed by a finalizer when the thread (or backend) lets go."""
+    """One thread's connection; a finalizer closes it when the thread (or backend) lets go."""
 
     __slots__ = ("__weakref__", "connection", "pid")
 
@@ -246,15 +306,14 @@ _INHERITED: list[_Connection] = []
 class SqliteSessionBackend(SessionBackend):
     """Chat sessions in ``<workspace>/sessions/sessions.db`` (SQLite, WAL mode).
 
-    Every ``SessionBackend`` method is implemented: messages, true counts, per-message times,
-    names, agent aliases, routing context, turn state, stale-session cleanup and full-text search
-    (FTS5, or a slower scan without it).
+    Every ``SessionBackend`` method is implemented, and answers as the JSONL stores do: messages,
+    true counts, per-message times, names, agent aliases, routing context, turn state, stuck
+    sessions, stale-session cleanup and keyword search (an FTS5 index, or a scan without FTS5).
 
-    Methods that record metadata (``set_session_name``, ``set_session_agent_alias``,
-    ``set_session_context``, ``set_session_state``) create the session if it does not exist, with
-    no messages, as ZeroClaw's SQLite backend does; ``clear_messages`` and ``append_many`` with no
-    messages never create one. ``last_activity`` moves when messages change or the turn state is
-    set; names, aliases and context are labels and leave it alone.
+    Setting a name, alias, context or state on a session that does not exist creates it, with no
+    messages (as ZeroClaw's SQLite backend and turnlog's JSONL stores do); ``clear_messages``,
+    ``remove_last`` and an empty ``append_many`` never create one. ``last_activity`` is the last
+    change of the session's messages, as the JSONL transcript's modification time is.
 
     Args:
         workspace: The workspace folder; the database lives in ``<workspace>/sessions/``, which
@@ -264,15 +323,17 @@ class SqliteSessionBackend(SessionBackend):
             (``synchronous=FULL``: the WAL is fsynced at every commit).
         timeout: Seconds to wait for another writer's lock before raising
             ``sqlite3.OperationalError`` ("database is locked").
-        fts: ``None`` (default): search with FTS5 when this SQLite has it. ``False``: never
-            create or use the FTS5 index (search scans the messages). ``True``: require FTS5.
+        fts: ``None`` (default): build and use the search index when SQLite has FTS5 (with the
+            trigram tokenizer, SQLite 3.34+). ``False``: search scans (LIKE prefilter, exact
+            check) and no index is created; one that exists is still kept up to date. ``True``:
+            require the index.
         clock: Returns the current time, timezone-aware; ``datetime.now(timezone.utc)`` by
             default. Tests inject their own to control idle and stuck times.
 
     Raises:
         NotADirectoryError: ``workspace`` (or its ``sessions``) exists and is not a folder.
         RuntimeError: ``fts=True`` without FTS5; the database was written by a newer turnlog;
-            or it has an FTS5 index but this SQLite has no FTS5 (its triggers could not run).
+            or it has a search index but this SQLite has no FTS5 to keep it up to date.
         sqlite3.DatabaseError: the file is not a database, or SQLite fails otherwise.
     """
 
@@ -290,20 +351,25 @@ class SqliteSessionBackend(SessionBackend):
         if fts is not None and not isinstance(fts, bool):
             raise TypeError(f"fts must be a bool or None, not {type(fts).__name__}")
         if fts and not fts5_available():
-            raise RuntimeError("fts=True, but this SQLite was built without FTS5")
+            raise RuntimeError("fts=True, but this SQLite has no FTS5 with the trigram tokenizer")
         if not callable(clock):
             raise TypeError(f"clock must be callable, not {type(clock).__name__}")
         self._clock = clock
+        self._use_fts = fts is not False and fts5_available()
         self._sessions_dir = sessions_dir(workspace)
         self._path = os.path.join(self._sessions_dir, DB_NAME)
         self._local = threading.local()
         self._lock = threading.Lock()
         self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._closed = False
+        # Whether the database has the search index, as of PRAGMA schema_version _schema: another
+        # backend object may create it at any time, and from then on every writer must fill it.
+        self._indexed = False
+        self._schema = -1
         # Created here, owner-only, before SQLite creates it with the umask's mode; the -wal and
         # -shm files SQLite adds take this file's mode.
         os.close(os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
-        self._fts = self._set_up(want_fts=fts is not False and fts5_available())
+        self._set_up()
 
     # --- connections and transactions -----------------------------------------------------------
 
@@ -323,7 +389,7 @@ class SqliteSessionBackend(SessionBackend):
                     raise sqlite3.OperationalError(f"cannot switch {self._path} to WAL ({mode})")
             synchronous = "FULL" if self._durability == "power" else "NORMAL"
             connection.execute(f"PRAGMA synchronous = {synchronous}")
-            connection.create_function("turnlog_words_match", 3, _words_match, deterministic=True)
+            connection.create_function("turnlog_matches", 3, _matches, deterministic=True)
         except BaseException:
             connection.close()
             raise
@@ -344,14 +410,30 @@ class SqliteSessionBackend(SessionBackend):
             self._local.held = held
         return held.connection
 
+    def _check_schema(self, connection: sqlite3.Connection) -> None:
+        """Notice a search index another backend object created (or dropped) since last time."""
+        version = connection.execute("PRAGMA schema_version").fetchone()[0]
+        if version != self._schema:
+            found = connection.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = 'message_fts'"
+            ).fetchone()
+            if found is not None and not fts5_available():
+                raise RuntimeError(
+                    f"{self._path} has a search index (FTS5), but this SQLite has no FTS5 with "
+                    "the trigram tokenizer to keep it up to date"
+                )
+            self._indexed = found is not None
+            self._schema = version
+
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction: ``BEGIN IMMEDIATE`` takes the write lock before the first read,
+        """A write transaction. ``BEGIN IMMEDIATE`` takes the write lock before the first read,
         so what a method reads cannot change before it writes (a deferred transaction could be
         refused its upgrade with SQLITE_BUSY, without waiting)."""
         connection = self._conn()
         connection.execute("BEGIN IMMEDIATE")
         try:
+            self._check_schema(connection)
             yield connection
             connection.execute("COMMIT")
         except BaseException:
@@ -359,10 +441,9 @@ class SqliteSessionBackend(SessionBackend):
                 connection.execute("ROLLBACK")
             raise
 
-    def _set_up(self, *, want_fts: bool) -> bool:
-        """Create or check the schema; returns whether search uses FTS5."""
-        connection = self._conn()
-        with self._write():
+    def _set_up(self) -> None:
+        """Create or check the schema, and the search index if this backend wants one."""
+        with self._write() as connection:
             version = connection.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise RuntimeError(
@@ -371,25 +452,39 @@ class SqliteSessionBackend(SessionBackend):
                 )
             for statement in _statements(_SCHEMA):
                 connection.execute(statement)
-            has_fts = (
-                connection.execute(
-                    "SELECT 1 FROM sqlite_master WHERE name = 'message_fts'"
-                ).fetchone()
-                is not None
-            )
-            if has_fts and not fts5_available():
-                raise RuntimeError(
-                    f"{self._path} has an FTS5 index, but this SQLite was built without FTS5"
-                )
-            if want_fts and not has_fts:
-                for statement in _statements(_FTS_SCHEMA):
-                    connection.execute(statement)
-                # A database made without the index (fts=False, or no FTS5 then) gets it now.
-                connection.execute("INSERT INTO message_fts (message_fts) VALUES ('rebuild')")
-                has_fts = True
             if version < SCHEMA_VERSION:
                 connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        return want_fts and has_fts
+            self._check_schema(connection)
+            if self._use_fts and not self._indexed:
+                # A database made without the index (fts=False, or no FTS5) gets it now.
+                for statement in _FTS_SCHEMA:
+                    connection.execute(statement)
+                self._check_schema(connection)
+                self._catch_up(connection)
+
+    def _indexed_to(self, connection: sqlite3.Connection) -> int:
+        return int(connection.execute("SELECT indexed_to FROM search_index").fetchone()[0])
+
+    def _catch_up(self, connection: sqlite3.Connection, *, at_least: int = 1) -> None:
+        """Index the messages appended since the last batch, if there are ``at_least``."""
+        indexed_to = self._indexed_to(connection)
+        last = connection.execute("SELECT max(id) FROM messages").fetchone()[0]
+        if last is None or last - indexed_to < at_least:
+            return
+        done = indexed_to
+        while done < last:  # in chunks: indexing a whole database must not hold it in memory
+            rows = connection.execute(
+                "SELECT id, line FROM messages WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
+                (done, last, _INDEX_CHUNK),
+            ).fetchall()
+            if not rows:
+                break
+            connection.executemany(
+                "INSERT INTO message_fts (rowid, content) VALUES (?, ?)",
+                [(row_id, _indexed_text(line)) for row_id, line in rows],
+            )
+            done = rows[-1][0]
+        connection.execute("UPDATE search_index SET indexed_to = ?", (last,))
 
     def close(self) -> None:
         """Close every connection this backend opened in this process. Call it when no other
@@ -426,27 +521,70 @@ class SqliteSessionBackend(SessionBackend):
 
     @property
     def fts_enabled(self) -> bool:
-        """Whether ``search`` uses the FTS5 index (``False``: it scans with LIKE and a matcher)."""
-        return self._fts
+        """Whether ``search`` uses the FTS5 index (``False``: it scans)."""
+        self._check_schema(self._conn())
+        return self._use_fts and self._indexed
 
     def _now(self) -> str:
         return _text_of(self._clock())
 
+    # --- rows -----------------------------------------------------------------------------------
+
+    def _insert(
+        self, connection: sqlite3.Connection, session_key: str, rows: Sequence[tuple[str, str]]
+    ) -> None:
+        """Insert ``(line, created_at)`` rows; index the backlog once it makes a batch."""
+        connection.executemany(
+            "INSERT INTO messages (session_key, line, created_at) VALUES (?, ?, ?)",
+            [(session_key, line, created_at) for line, created_at in rows],
+        )
+        if self._indexed:
+            self._catch_up(connection, at_least=_INDEX_BATCH)
+
+    def _delete_rows(self, connection: sqlite3.Connection, where: str, args: Sequence[Any]) -> int:
+        """Delete the message rows ``WHERE <where>``, and their index entries; returns how many.
+
+        The index is contentless, so FTS5 must be told what it indexed for each row: the same
+        lower-cased content, recomputed from the row."""
+        if self._indexed:
+            rows = connection.execute(
+                f"SELECT id, line FROM messages WHERE ({where}) AND id <= ?",
+                (*args, self._indexed_to(connection)),
+            )
+            connection.executemany(
+                "INSERT INTO message_fts (message_fts, rowid, content) VALUES ('delete', ?, ?)",
+                [(row_id, _indexed_text(line)) for row_id, line in rows],
+            )
+        return connection.execute(f"DELETE FROM messages WHERE {where}", args).rowcount
+
     def _touch(self, connection: sqlite3.Connection, session_key: str, now: str) -> None:
-        """Create the session if needed and record activity."""
+        """Create the session if needed and record activity on its messages."""
         connection.execute(
             "INSERT INTO sessions (key, created_at, last_activity) VALUES (?, ?, ?) "
             "ON CONFLICT (key) DO UPDATE SET last_activity = excluded.last_activity",
             (session_key, now, now),
         )
 
-    def _ensure(self, connection: sqlite3.Connection, session_key: str, now: str) -> None:
-        """Create the session if needed, leaving an existing one's times alone."""
+    def _activity(self, connection: sqlite3.Connection, session_key: str, now: str) -> None:
         connection.execute(
+            "UPDATE sessions SET last_activity = ? WHERE key = ?", (now, session_key)
+        )
+
+    def _ensure(self, connection: sqlite3.Connection, session_key: str, now: str) -> bool:
+        """Create the session if needed (leaving an existing one alone); ``True`` if created."""
+        cursor = connection.execute(
             "INSERT INTO sessions (key, created_at, last_activity) VALUES (?, ?, ?) "
             "ON CONFLICT (key) DO NOTHING",
             (session_key, now, now),
         )
+        return cursor.rowcount > 0
+
+    def _last_id(self, connection: sqlite3.Connection, session_key: str) -> int | None:
+        row = connection.execute(
+            "SELECT id FROM messages WHERE session_key = ? ORDER BY id DESC LIMIT 1",
+            (session_key,),
+        ).fetchone()
+        return None if row is None else int(row[0])
 
     # --- messages -------------------------------------------------------------------------------
 
@@ -454,7 +592,7 @@ class SqliteSessionBackend(SessionBackend):
         """The session's messages, oldest first; only the newest ``limit`` when given.
 
         ``limit=N`` reads N rows (newest first through the ``(session_key, id)`` index), not the
-        session. A missing session loads as ``[]``.
+        whole session. A missing session loads as ``[]``.
 
         Raises:
             TypeError, ValueError: a bad key or limit.
@@ -475,18 +613,13 @@ class SqliteSessionBackend(SessionBackend):
         if limit == 0:
             return []
         columns = "line, created_at" if with_times else "line, NULL"
+        select = f"SELECT {columns} FROM messages WHERE session_key = ?"
         if limit is None:
-            rows = self._conn().execute(
-                f"SELECT {columns} FROM messages WHERE session_key = ? ORDER BY id",
-                (session_key,),
-            )
-            found = list(rows)
+            found = self._conn().execute(select + " ORDER BY id", (session_key,)).fetchall()
         else:
-            rows = self._conn().execute(
-                f"SELECT {columns} FROM messages WHERE session_key = ? ORDER BY id DESC LIMIT ?",
-                (session_key, limit),
-            )
-            found = list(rows)
+            # Newest first through the (session_key, id) index: reads `limit` rows, no more.
+            query = select + " ORDER BY id DESC LIMIT ?"
+            found = self._conn().execute(query, (session_key, limit)).fetchall()
             found.reverse()
         result = []
         for line, created_at in found:
@@ -503,14 +636,11 @@ class SqliteSessionBackend(SessionBackend):
                 written.
         """
         _check_key(session_key)
-        line = _line(message)
+        line = _encode(message)
         now = self._now()
         with self._write() as connection:
             self._touch(connection, session_key, now)
-            connection.execute(
-                "INSERT INTO messages (session_key, line, created_at) VALUES (?, ?, ?)",
-                (session_key, line, now),
-            )
+            self._insert(connection, session_key, [(line, now)])
 
     def append_many(
         self,
@@ -522,40 +652,31 @@ class SqliteSessionBackend(SessionBackend):
         """Add ``messages`` in order in one transaction: all of them, or none on error.
 
         Args:
-            session_key: The session; created if needed (but not for an empty ``messages``).
+            session_key: The session; created if needed (not for an empty ``messages``).
             messages: ``ChatMessage`` objects or mappings.
-            timestamps: When each message was stored, for importers (``None`` entries, or no
-                sequence at all: now). Must be as long as ``messages``.
+            timestamps: For importers: when each message was stored (``None`` entries, or no
+                sequence at all: now). As long as ``messages``. The session's last activity
+                becomes now all the same.
 
         Raises:
             TypeError, ValueError: a bad key, message or timestamp; nothing is written.
         """
         _check_key(session_key)
-        lines = [_line(message) for message in messages]
+        encoded = [_encode(message) for message in messages]
         now = self._now()
         if timestamps is None:
-            times = [now] * len(lines)
+            times = [now] * len(encoded)
         else:
-            if len(timestamps) != len(lines):
+            if len(timestamps) != len(encoded):
                 raise ValueError(
-                    f"timestamps has {len(timestamps)} entries for {len(lines)} messages"
+                    f"timestamps has {len(timestamps)} entries for {len(encoded)} messages"
                 )
             times = [now if when is None else _text_of(when) for when in timestamps]
-        if not lines:
+        if not encoded:
             return
         with self._write() as connection:
             self._touch(connection, session_key, now)
-            connection.executemany(
-                "INSERT INTO messages (session_key, line, created_at) VALUES (?, ?, ?)",
-                [(session_key, line, when) for line, when in zip(lines, times, strict=True)],
-            )
-
-    def _last_id(self, connection: sqlite3.Connection, session_key: str) -> int | None:
-        row = connection.execute(
-            "SELECT id FROM messages WHERE session_key = ? ORDER BY id DESC LIMIT 1",
-            (session_key,),
-        ).fetchone()
-        return None if row is None else int(row[0])
+            self._insert(connection, session_key, list(zip(encoded, times, strict=True)))
 
     def remove_last(self, session_key: str) -> bool:
         """Remove the newest message. ``True`` if there was one.
@@ -568,10 +689,8 @@ class SqliteSessionBackend(SessionBackend):
             last = self._last_id(connection, session_key)
             if last is None:
                 return False
-            connection.execute("DELETE FROM messages WHERE id = ?", (last,))
-            connection.execute(
-                "UPDATE sessions SET last_activity = ? WHERE key = ?", (now, session_key)
-            )
+            self._delete_rows(connection, "id = ?", (last,))
+            self._activity(connection, session_key, now)
             return True
 
     def update_last(self, session_key: str, message: MessageLike) -> bool:
@@ -581,18 +700,28 @@ class SqliteSessionBackend(SessionBackend):
             TypeError, ValueError: a bad key or message; nothing is written.
         """
         _check_key(session_key)
-        line = _line(message)
+        line = _encode(message)
         now = self._now()
         with self._write() as connection:
             last = self._last_id(connection, session_key)
             if last is None:
                 return False
+            if self._indexed and last <= self._indexed_to(connection):
+                (old,) = connection.execute(
+                    "SELECT line FROM messages WHERE id = ?", (last,)
+                ).fetchone()
+                connection.execute(
+                    "INSERT INTO message_fts (message_fts, rowid, content) VALUES ('delete', ?, ?)",
+                    (last, _indexed_text(old)),
+                )
+                connection.execute(
+                    "INSERT INTO message_fts (rowid, content) VALUES (?, ?)",
+                    (last, _indexed_text(line)),
+                )
             connection.execute(
                 "UPDATE messages SET line = ?, created_at = ? WHERE id = ?", (line, now, last)
             )
-            connection.execute(
-                "UPDATE sessions SET last_activity = ? WHERE key = ?", (now, session_key)
-            )
+            self._activity(connection, session_key, now)
             return True
 
     def compact(self, session_key: str) -> None:
@@ -602,26 +731,25 @@ class SqliteSessionBackend(SessionBackend):
         other means. It does not ``VACUUM`` (that would rewrite the whole file).
         """
         _check_key(session_key)
+        now = self._now()
         with self._write() as connection:
             rows = connection.execute(
                 "SELECT id, line FROM messages WHERE session_key = ?", (session_key,)
             ).fetchall()
-            damaged = [(row_id,) for row_id, line in rows if _message(line) is None]
+            damaged = [row_id for row_id, line in rows if _message(line) is None]
+            for row_id in damaged:
+                self._delete_rows(connection, "id = ?", (row_id,))
             if damaged:
-                connection.executemany("DELETE FROM messages WHERE id = ?", damaged)
+                self._activity(connection, session_key, now)
 
     def clear_messages(self, session_key: str) -> int:
         """Remove every message; the session and its metadata stay. Returns how many it had."""
         _check_key(session_key)
         now = self._now()
         with self._write() as connection:
-            removed = connection.execute(
-                "DELETE FROM messages WHERE session_key = ?", (session_key,)
-            ).rowcount
+            removed = self._delete_rows(connection, "session_key = ?", (session_key,))
             if removed:
-                connection.execute(
-                    "UPDATE sessions SET last_activity = ? WHERE key = ?", (now, session_key)
-                )
+                self._activity(connection, session_key, now)
             return removed
 
     def delete_session(self, session_key: str) -> bool:
@@ -632,7 +760,7 @@ class SqliteSessionBackend(SessionBackend):
             existed = connection.execute(
                 "DELETE FROM sessions WHERE key = ?", (session_key,)
             ).rowcount
-            connection.execute("DELETE FROM messages WHERE session_key = ?", (session_key,))
+            self._delete_rows(connection, "session_key = ?", (session_key,))
             return existed > 0
 
     def create_session(self, session_key: str) -> bool:
@@ -640,14 +768,7 @@ class SqliteSessionBackend(SessionBackend):
         _check_key(session_key)
         now = self._now()
         with self._write() as connection:
-            return (
-                connection.execute(
-                    "INSERT INTO sessions (key, created_at, last_activity) VALUES (?, ?, ?) "
-                    "ON CONFLICT (key) DO NOTHING",
-                    (session_key, now, now),
-                ).rowcount
-                > 0
-            )
+            return self._ensure(connection, session_key, now)
 
     def set_session_times(
         self,
@@ -659,24 +780,25 @@ class SqliteSessionBackend(SessionBackend):
     ) -> bool:
         """Set an existing session's times (for importers: ``migrate`` keeps the source's).
 
-        ``None`` leaves a time unchanged; ``turn_started_at`` is kept only while running.
-        Returns ``False`` (and changes nothing) if the session does not exist.
+        ``None`` leaves a time unchanged; ``turn_started_at`` is set only on a session that is
+        running or in error (an idle one has no turn). Returns ``False`` (and changes nothing)
+        if the session does not exist.
         """
         _check_key(session_key)
-        values = [None if when is None else _text_of(when) for when in (created_at, last_activity)]
-        started = None if turn_started_at is None else _text_of(turn_started_at)
+        created, active, started = (
+            None if when is None else _text_of(when)
+            for when in (created_at, last_activity, turn_started_at)
+        )
         with self._write() as connection:
-            return (
-                connection.execute(
-                    "UPDATE sessions SET created_at = coalesce(?, created_at), "
-                    "last_activity = coalesce(?, last_activity), "
-                    "turn_started_at = CASE WHEN state = 'running' "
-                    "THEN coalesce(?, turn_started_at) ELSE turn_started_at END "
-                    "WHERE key = ?",
-                    (*values, started, session_key),
-                ).rowcount
-                > 0
+            cursor = connection.execute(
+                "UPDATE sessions SET created_at = coalesce(?, created_at), "
+                "last_activity = coalesce(?, last_activity), "
+                "turn_started_at = CASE WHEN state = 'idle' THEN turn_started_at "
+                "ELSE coalesce(?, turn_started_at) END "
+                "WHERE key = ?",
+                (created, active, started, session_key),
             )
+            return cursor.rowcount > 0
 
     # --- sessions -------------------------------------------------------------------------------
 
@@ -688,86 +810,78 @@ class SqliteSessionBackend(SessionBackend):
     def session_exists(self, session_key: str) -> bool:
         """Whether the session exists (an emptied session still does)."""
         _check_key(session_key)
-        row = (
-            self._conn().execute("SELECT 1 FROM sessions WHERE key = ?", (session_key,)).fetchone()
-        )
-        return row is not None
+        query = "SELECT 1 FROM sessions WHERE key = ?"
+        return self._conn().execute(query, (session_key,)).fetchone() is not None
 
     def get_session_metadata(self, session_key: str) -> SessionMetadata | None:
         """Everything known about the session, with its true message count; ``None`` if none."""
         _check_key(session_key)
-        row = (
-            self._conn()
-            .execute(f"SELECT {_METADATA_COLUMNS} FROM sessions WHERE key = ?", (session_key,))
-            .fetchone()
-        )
+        query = f"SELECT {_METADATA} FROM sessions AS s WHERE s.key = ?"
+        row = self._conn().execute(query, (session_key,)).fetchone()
         return None if row is None else _metadata(row)
 
     def list_sessions_with_metadata(self) -> list[SessionMetadata]:
         """Metadata of every session, the most recently active first (then by key)."""
-        rows = self._conn().execute(
-            f"SELECT {_METADATA_COLUMNS} FROM sessions ORDER BY last_activity DESC, key"
-        )
-        return [_metadata(row) for row in rows]
+        query = f"SELECT {_METADATA} FROM sessions AS s ORDER BY s.last_activity DESC, s.key"
+        return [_metadata(row) for row in self._conn().execute(query)]
 
-    def cleanup_stale(self, ttl_hours: int) -> int:
-        """Delete sessions (messages and metadata together) whose last activity is more than
-        ``ttl_hours`` ago, whatever their state. Returns how many."""
-        hours = _check_amount(ttl_hours, "ttl_hours")
-        cutoff = self._cutoff(timedelta(hours=hours))
+    def cleanup_stale(self, ttl_hours: float) -> int:
+        """Delete sessions (messages and metadata together, in one transaction) whose last
+        activity is more than ``ttl_hours`` ago, whatever their state. Returns how many."""
+        cutoff = self._cutoff(timedelta(hours=_check_amount(ttl_hours, "ttl_hours")))
         with self._write() as connection:
             stale = connection.execute(
                 "SELECT key FROM sessions WHERE last_activity < ?", (cutoff,)
             ).fetchall()
-            if not stale:
-                return 0
-            connection.executemany("DELETE FROM sessions WHERE key = ?", stale)
-            connection.executemany("DELETE FROM messages WHERE session_key = ?", stale)
+            for (key,) in stale:
+                connection.execute("DELETE FROM sessions WHERE key = ?", (key,))
+                self._delete_rows(connection, "session_key = ?", (key,))
             return len(stale)
 
     def _cutoff(self, age: timedelta) -> str:
         try:
             return _text_of(self._clock() - age)
-        except OverflowError:  # an age beyond year 1: nothing is that old
+        except OverflowError:  # older than year 1: nothing is that old
             return _text_of(datetime.min.replace(tzinfo=timezone.utc))
 
     # --- names, alias, context ------------------------------------------------------------------
 
-    def _set_column(self, session_key: str, column: str, value: str) -> None:
+    def _set_columns(self, session_key: str, values: dict[str, str | None]) -> None:
+        """Set the given columns (``None``: leave as is), creating the session if needed."""
         now = self._now()
+        given = {column: value for column, value in values.items() if value is not None}
         with self._write() as connection:
             self._ensure(connection, session_key, now)
-            connection.execute(
-                f"UPDATE sessions SET {column} = ? WHERE key = ?", (value, session_key)
-            )
+            if given:
+                assignments = ", ".join(f"{column} = ?" for column in given)
+                connection.execute(
+                    f"UPDATE sessions SET {assignments} WHERE key = ?",
+                    (*given.values(), session_key),
+                )
 
-    def _get_column(self, session_key: str, column: str) -> Any:
+    def _get_column(self, session_key: str, column: str) -> str | None:
         _check_key(session_key)
-        row = (
-            self._conn()
-            .execute(f"SELECT {column} FROM sessions WHERE key = ?", (session_key,))
-            .fetchone()
-        )
+        query = f"SELECT {column} FROM sessions WHERE key = ?"
+        row = self._conn().execute(query, (session_key,)).fetchone()
         return None if row is None else row[0]
 
     def set_session_name(self, session_key: str, name: str) -> None:
         """Set the session's human-readable name, creating the session if needed."""
         _check_key(session_key)
-        self._set_column(session_key, "name", _check_text(name, "name"))  # type: ignore[arg-type]
+        self._set_columns(session_key, {"name": _check_text(name, "name")})
 
     def get_session_name(self, session_key: str) -> str | None:
         """The session's name; ``None`` if unset or no such session."""
-        return self._get_column(session_key, "name")  # type: ignore[no-any-return]
+        return self._get_column(session_key, "name")
 
     def set_session_agent_alias(self, session_key: str, alias: str) -> None:
         """Bind the session to an agent alias, creating the session if needed."""
         _check_key(session_key)
-        value = _check_text(alias, "alias")
-        self._set_column(session_key, "agent_alias", value)  # type: ignore[arg-type]
+        self._set_columns(session_key, {"agent_alias": _check_text(alias, "alias")})
 
     def get_session_agent_alias(self, session_key: str) -> str | None:
         """The session's agent alias; ``None`` if unset or no such session."""
-        return self._get_column(session_key, "agent_alias")  # type: ignore[no-any-return]
+        return self._get_column(session_key, "agent_alias")
 
     def set_session_context(
         self,
@@ -777,42 +891,30 @@ class SqliteSessionBackend(SessionBackend):
         room_id: str | None = None,
         sender_id: str | None = None,
     ) -> None:
-        """Record the routing context, creating the session if needed; ``None`` leaves a field
-        unchanged."""
+        """Record the routing context, creating the session if needed; a field given as
+        ``None`` keeps its value."""
         _check_key(session_key)
-        values = (
-            _check_text(channel_id, "channel_id", optional=True),
-            _check_text(room_id, "room_id", optional=True),
-            _check_text(sender_id, "sender_id", optional=True),
-        )
-        now = self._now()
-        with self._write() as connection:
-            self._ensure(connection, session_key, now)
-            connection.execute(
-                "UPDATE sessions SET channel_id = coalesce(?, channel_id), "
-                "room_id = coalesce(?, room_id), sender_id = coalesce(?, sender_id) "
-                "WHERE key = ?",
-                (*values, session_key),
-            )
+        values = {
+            "channel_id": _check_text(channel_id, "channel_id", optional=True),
+            "room_id": _check_text(room_id, "room_id", optional=True),
+            "sender_id": _check_text(sender_id, "sender_id", optional=True),
+        }
+        self._set_columns(session_key, values)
 
     # --- turn state -----------------------------------------------------------------------------
 
     def set_session_state(self, session_key: str, state: str, turn_id: str | None = None) -> None:
-        """Set the turn state, creating the session if needed; it counts as activity.
+        """Set the turn state, creating the session if needed (as the JSONL stores do).
 
-        - ``"running"``: records ``turn_id``; ``turn_started_at`` becomes now when the session
-          enters running or switches to another turn id (setting the same running turn again
-          keeps its start, so a heartbeat does not hide a stuck turn).
+        - ``"running"``: starts a turn: ``turn_id`` is recorded and ``turn_started_at`` is now.
         - ``"idle"``: clears ``turn_id`` and ``turn_started_at``.
-        - ``"error"``: keeps the failed turn's id and start (``turn_id``, when given, replaces
-          the id).
+        - ``"error"``: keeps the turn for inspection (``turn_id``, when given, replaces its id).
 
         Raises:
             ValueError: ``state`` is not ``"idle"``, ``"running"`` or ``"error"``.
-            TypeError: ``state`` or ``turn_id`` is not a str (``turn_id`` may be ``None``).
+            TypeError: ``turn_id`` is not a str or None.
         """
         _check_key(session_key)
-        _check_text(state, "state")
         if state not in STATES:
             raise ValueError(f"state must be one of {', '.join(STATES)}, not {state!r}")
         _check_text(turn_id, "turn_id", optional=True)
@@ -821,72 +923,68 @@ class SqliteSessionBackend(SessionBackend):
             self._ensure(connection, session_key, now)
             if state == "running":
                 connection.execute(
-                    "UPDATE sessions SET turn_started_at = CASE "
-                    "WHEN state = 'running' AND turn_id IS ? THEN turn_started_at ELSE ? END, "
-                    "state = 'running', turn_id = ?, last_activity = ? WHERE key = ?",
-                    (turn_id, now, turn_id, now, session_key),
+                    "UPDATE sessions SET state = 'running', turn_id = ?, turn_started_at = ? "
+                    "WHERE key = ?",
+                    (turn_id, now, session_key),
                 )
             elif state == "idle":
                 connection.execute(
-                    "UPDATE sessions SET state = 'idle', turn_id = NULL, turn_started_at = NULL, "
-                    "last_activity = ? WHERE key = ?",
-                    (now, session_key),
+                    "UPDATE sessions SET state = 'idle', turn_id = NULL, turn_started_at = NULL "
+                    "WHERE key = ?",
+                    (session_key,),
                 )
             else:
                 connection.execute(
-                    "UPDATE sessions SET state = 'error', turn_id = coalesce(?, turn_id), "
-                    "last_activity = ? WHERE key = ?",
-                    (turn_id, now, session_key),
+                    "UPDATE sessions SET state = 'error', turn_id = coalesce(?, turn_id) "
+                    "WHERE key = ?",
+                    (turn_id, session_key),
                 )
 
     def get_session_state(self, session_key: str) -> SessionState | None:
         """The session's turn state (``"idle"`` until set); ``None`` if no such session."""
         _check_key(session_key)
-        row = (
-            self._conn()
-            .execute(
-                "SELECT state, turn_id, turn_started_at FROM sessions WHERE key = ?",
-                (session_key,),
-            )
-            .fetchone()
-        )
+        query = "SELECT state, turn_id, turn_started_at FROM sessions WHERE key = ?"
+        row = self._conn().execute(query, (session_key,)).fetchone()
         if row is None:
             return None
         return SessionState(state=row[0], turn_id=row[1], turn_started_at=_time_of(row[2]))
 
     def list_running_sessions(self) -> list[SessionMetadata]:
-        """Sessions in the ``"running"`` state, the longest-running first."""
-        rows = self._conn().execute(
-            f"SELECT {_METADATA_COLUMNS} FROM sessions WHERE state = 'running' "
-            "ORDER BY turn_started_at, key"
+        """Sessions in the ``"running"`` state, the most recently active first."""
+        query = (
+            f"SELECT {_METADATA} FROM sessions AS s WHERE s.state = 'running' "
+            "ORDER BY s.last_activity DESC, s.key"
         )
-        return [_metadata(row) for row in rows]
+        return [_metadata(row) for row in self._conn().execute(query)]
 
-    def list_stuck_sessions(self, threshold_secs: int) -> list[SessionMetadata]:
-        """Sessions whose current turn started more than ``threshold_secs`` ago, the longest
-        first."""
-        seconds = _check_amount(threshold_secs, "threshold_secs")
-        cutoff = self._cutoff(timedelta(seconds=seconds))
-        rows = self._conn().execute(
-            f"SELECT {_METADATA_COLUMNS} FROM sessions "
-            "WHERE state = 'running' AND turn_started_at < ? ORDER BY turn_started_at, key",
-            (cutoff,),
+    def list_stuck_sessions(self, threshold_secs: float) -> list[SessionMetadata]:
+        """Sessions running for ``threshold_secs`` or longer (by ``turn_started_at``), the most
+        recently active first."""
+        cutoff = self._cutoff(timedelta(seconds=_check_amount(threshold_secs, "threshold_secs")))
+        query = (
+            f"SELECT {_METADATA} FROM sessions AS s WHERE s.state = 'running' "
+            "AND s.turn_started_at <= ? ORDER BY s.last_activity DESC, s.key"
         )
-        return [_metadata(row) for row in rows]
+        return [_metadata(row) for row in self._conn().execute(query, (cutoff,))]
 
     # --- search ---------------------------------------------------------------------------------
 
     def search(self, query: SessionQuery, *, match: Match = "all") -> list[SessionMetadata]:
-        """Sessions with a message whose content matches ``query.keyword``, the most recently
-        active first, at most ``query.limit`` of them.
+        """Sessions with a message whose content holds the keyword, the most recently active
+        first, at most ``query.limit`` of them: the JSONL stores' rule and answers.
 
-        The keyword is split into words (runs of letters and digits); matching is
-        case-insensitive and each word matches as a prefix of a word in the content ("deploy"
-        finds "deployment", "ploy" does not). With ``match="all"`` (default) one message must
-        hold every word; with ``match="any"``, one of them. FTS5 query syntax has no effect: the
-        keyword is plain text. A keyword of ``None`` or only white space lists every session;
-        one with no letters or digits ("?!") matches none. Without FTS5 the same rule is applied
-        by a scan (a LIKE prefilter, then a matcher), slower on a large database.
+        The keyword is split into words on Unicode white space; matching is case-insensitive
+        (Unicode lower-casing) and a word matches anywhere in the content ("ploy" finds
+        "deployment"), never in the role or extra fields. With ``match="all"`` (default) one
+        message must hold every word; with ``match="any"``, one of them. A keyword of ``None`` or
+        only white space lists every session.
+
+        With the FTS5 index, the messages holding every trigram of the words of 3+ characters
+        are found through it (with the few newest messages it does not hold yet), then checked
+        exactly; for a word so common that most messages hold it, each session's messages are
+        walked to the first match instead. Otherwise (no FTS5, ``fts=False``, or ``"any"`` with a
+        word shorter than 3) the messages are scanned: a LIKE prefilter where it is safe, then
+        the exact check.
 
         Raises:
             TypeError: ``query`` is not a ``SessionQuery``, or its keyword is not a str or None.
@@ -894,55 +992,80 @@ class SqliteSessionBackend(SessionBackend):
         """
         if not isinstance(query, SessionQuery):
             raise TypeError(f"query must be a SessionQuery, not {type(query).__name__}")
-        keyword = _check_text(query.keyword, "keyword", optional=True)
-        check_limit(query.limit)
         if match not in ("all", "any"):
             raise ValueError(f"match must be 'all' or 'any', not {match!r}")
+        keyword = _check_text(query.keyword, "query.keyword", optional=True) or ""
+        check_limit(query.limit)
         limit = -1 if query.limit is None else query.limit
         order = "ORDER BY s.last_activity DESC, s.key LIMIT ?"
-        if keyword is None or not keyword.strip():
-            rows = self._conn().execute(
-                f"SELECT {_columns('s')} FROM sessions AS s {order}", (limit,)
-            )
-            return [_metadata(row) for row in rows]
-        words = list(dict.fromkeys(_words(keyword)))
+        words = search_words(keyword)
+        connection = self._conn()
         if not words:
-            return []
-        if self._fts:
-            joiner = " AND " if match == "all" else " OR "
-            fts_query = joiner.join(f'"{word}"*' for word in words)
-            rows = self._conn().execute(
-                f"SELECT {_columns('s')} FROM sessions AS s WHERE s.key IN ("
-                "SELECT m.session_key FROM messages AS m WHERE m.id IN ("
-                "SELECT rowid FROM message_fts WHERE message_fts MATCH ?)) " + order,
-                (fts_query, limit),
+            rows = connection.execute(f"SELECT {_METADATA} FROM sessions AS s {order}", (limit,))
+            return [_metadata(row) for row in rows]
+        check = f"turnlog_matches({_CONTENT}, ?, ?)"
+        check_args = (" ".join(words), match == "any")
+        long_words = [word for word in words if len(word) >= 3 and "\x00" not in word]
+        usable = long_words if match == "all" else words if long_words == words else []
+        # LIKE prefilters where it safely can (see _likes); the check decides.
+        alternatives = [_likes(word) for word in words]
+        usable_likes = [patterns for patterns in alternatives if patterns is not None]
+        if match == "any" and len(usable_likes) < len(words):
+            usable_likes = []  # a word without a pattern could match any line
+        groups = [" OR ".join(["m.line LIKE ? ESCAPE '\\'"] * len(p)) for p in usable_likes]
+        joiner = " AND " if match == "all" else " OR "
+        prefilter = f" AND ({joiner.join(f'({g})' for g in groups)})" if groups else ""
+        likes = [pattern for patterns in usable_likes for pattern in patterns]
+        # Walk each session's messages to its first match (EXISTS stops there); the index, when
+        # used, narrows what is checked. "+m.id" keeps the walk on the session index.
+        walk = (
+            f"SELECT {_METADATA} FROM sessions AS s WHERE EXISTS ("
+            f"SELECT 1 FROM messages AS m WHERE m.session_key = s.key{prefilter}{{candidates}} "
+            f"AND {check}) {order}"
+        )
+        if self.fts_enabled and usable:
+            fts_query = joiner.join(map(_trigrams, usable))
+            # The candidates: what the index finds, and the tail it does not hold yet.
+            candidates = (
+                "SELECT rowid FROM message_fts WHERE message_fts MATCH ? UNION ALL "
+                "SELECT id FROM messages WHERE id > (SELECT indexed_to FROM search_index)"
             )
-        else:
-            # LIKE is case-insensitive for ASCII only, so only ASCII words may prefilter; a word
-            # of letters and digits is never escaped in the JSON line, so the prefilter never
-            # drops a match. The matcher then applies the exact rule to the content.
-            ascii_words = [word for word in words if word.isascii()]
-            likes: list[str] = []
-            if match == "all":
-                likes = ["m.line LIKE ?"] * len(ascii_words)
-                prefilter = ascii_words
-            elif len(ascii_words) == len(words):
-                likes = ["(" + " OR ".join(["m.line LIKE ?"] * len(words)) + ")"]
-                prefilter = words
+            messages = connection.execute("SELECT max(id) FROM messages").fetchone()[0] or 0
+            few = messages // _CHECK_COST
+            # Counted only as far as it matters: FTS5 stops reading once "few" is exceeded.
+            found = connection.execute(
+                "SELECT count(*) FROM (SELECT rowid FROM message_fts WHERE message_fts MATCH ? "
+                "LIMIT ?)",
+                (fts_query, few + 1),
+            ).fetchone()[0]
+            if found <= few:
+                # Few candidates: check each of them.
+                sql = (
+                    f"SELECT {_METADATA} FROM sessions AS s WHERE s.key IN ("
+                    f"SELECT m.session_key FROM messages AS m WHERE m.id IN ({candidates}) "
+                    f"AND {check}) {order}"
+                )
+                rows = connection.execute(sql, (fts_query, *check_args, limit))
+            elif len(usable_likes) == len(words):
+                # A common word that LIKE can prefilter: most sessions match early in the walk,
+                # and building the candidate set would cost more than it saves.
+                rows = connection.execute(walk.format(candidates=""), (*likes, *check_args, limit))
             else:
-                prefilter = []
-            conditions = " ".join(f"AND {like}" for like in likes)
-            rows = self._conn().execute(
-                f"SELECT {_columns('s')} FROM sessions AS s WHERE EXISTS ("
-                f"SELECT 1 FROM messages AS m WHERE m.session_key = s.key {conditions} "
-                f"AND turnlog_words_match({_CONTENT.format('m')}, ?, ?)) " + order,
-                (*(f"%{word}%" for word in prefilter), " ".join(words), match == "any", limit),
-            )
+                # A common word LIKE cannot prefilter: walk, checking only candidates.
+                sql = walk.format(candidates=f" AND +m.id IN ({candidates})")
+                rows = connection.execute(sql, (*likes, fts_query, *check_args, limit))
+        else:
+            rows = connection.execute(walk.format(candidates=""), (*likes, *check_args, limit))
         return [_metadata(row) for row in rows]
 
-
-def _columns(alias: str) -> str:
-    return ", ".join(f"{alias}.{column.strip()}" for column in _METADATA_COLUMNS.split(","))
+    def rebuild_search_index(self) -> None:
+        """Rebuild the search index from the messages (for a database whose messages were
+        changed by other tools: turnlog keeps the index up to date itself)."""
+        with self._write() as connection:
+            if self._indexed:
+                connection.execute("INSERT INTO message_fts (message_fts) VALUES ('delete-all')")
+                connection.execute("UPDATE search_index SET indexed_to = 0")
+                self._catch_up(connection)
 
 
 def _statements(script: str) -> list[str]:
@@ -951,8 +1074,6 @@ def _statements(script: str) -> list[str]:
     statements: list[str] = []
     current = ""
     for line in script.splitlines(keepends=True):
-        if line.lstrip().startswith("--"):
-            continue
         current += line
         if sqlite3.complete_statement(current):
             statements.append(current.strip())

@@ -1,0 +1,65 @@
+"""Helpers for the tests that run one behaviour against every backend.
+
+``make_backend(kind, workspace)`` opens ``"jsonl-rust"`` (the Rust JSONL store), ``"jsonl-pure"``
+(the pure-Python JSONL store) or ``"sqlite"`` (``SqliteSessionBackend``); ``dump`` is the logical
+content of a backend, to check that a refused call changed nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from conftest import store_class
+from turnlog import SessionBackend
+
+BACKENDS = ("jsonl-rust", "jsonl-pure", "sqlite")
+
+
+def make_backend(kind: str, workspace: Any, **options: Any) -> SessionBackend:
+    if kind == "sqlite":
+        from turnlog.sqlite import SqliteSessionBackend
+
+        return SqliteSessionBackend(workspace, **options)
+    return store_class(kind.removeprefix("jsonl-"))(workspace, **options)
+
+
+def close(backend: object) -> None:
+    closer = getattr(backend, "close", None)
+    if closer is not None:
+        closer()
+
+
+def overrides(backend: SessionBackend, method: str) -> bool:
+    """Whether ``backend`` implements ``method`` itself (not the ``SessionBackend`` default)."""
+    return getattr(type(backend), method) is not getattr(SessionBackend, method)
+
+
+def require(backend: SessionBackend, *methods: str) -> None:
+    """Skip when the backend still has the ``SessionBackend`` default (a no-op) for a method."""
+    missing = [method for method in methods if not overrides(backend, method)]
+    if missing:
+        pytest.skip(f"{type(backend).__module__} keeps the default {', '.join(missing)}")
+
+
+def dump(backend: SessionBackend) -> dict[str, Any]:
+    """Every session's messages and what metadata the backend keeps (times excepted)."""
+    result: dict[str, Any] = {}
+    for key in backend.list_sessions():
+        metadata = backend.get_session_metadata(key)
+        result[key] = (
+            [m.to_dict() for m in backend.load(key)],
+            None
+            if metadata is None
+            else (
+                metadata.name,
+                metadata.message_count,
+                metadata.agent_alias,
+                metadata.channel_id,
+                metadata.room_id,
+                metadata.sender_id,
+            ),
+            backend.get_session_state(key),
+        )
+    return result
