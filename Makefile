@@ -58,8 +58,15 @@ format: install ## apply rustfmt and ruff format
 	$(VENV)/bin/ruff check --fix python tests benches
 
 .PHONY: demo
-demo: build-release ## build a corrupt-laden session and show load and tail read, Rust vs pure
+demo: build-release ## build a corrupt-laden session and show load and tail read, Rust vs pure; then the CLI
 	$(PY) benches/demo.py
+	@echo; echo "== The same workspace through the turnlog command =="
+	$(VENV)/bin/turnlog -w demo-workspace ls
+	$(VENV)/bin/turnlog -w demo-workspace doctor telegram_user123 | tail -n 8 || true
+	$(VENV)/bin/turnlog -w demo-workspace show telegram_user123 --tail 3
+	$(VENV)/bin/turnlog -w demo-workspace compact --all
+	$(VENV)/bin/turnlog -w demo-workspace doctor
+	$(VENV)/bin/turnlog bench --messages 50000
 
 .PHONY: bench
 bench: build-release ## the benchmarks (1M-message corpus) and the ratio table
@@ -71,6 +78,12 @@ bench-peers: build-release ## turnlog vs LangChain and OpenAI Agents session sto
 	$(PY) -m pip install --quiet -r benches/requirements-peers.txt
 	$(PY) benches/bench_peers.py
 
+.PHONY: wheel
+wheel: install ## build the release wheel (abi3) and sdist into dist/, and smoke-test the wheel in a fresh venv
+	rm -f dist/turnlog-*
+	$(VENV)/bin/maturin build --release --sdist -o dist -i $(PY)
+	TURNLOG_WHEEL_TEST=1 TURNLOG_WHEEL="$$(ls dist/turnlog-*.whl)" $(PY) -m pytest tests/test_wheel.py -q -p no:cacheprovider
+
 .PHONY: clean
 clean: ## remove build output and the venv
-	rm -rf $(VENV) target .pytest_cache .hypothesis .mypy_cache .ruff_cache
+	rm -rf $(VENV) target dist .pytest_cache .hypothesis .mypy_cache .ruff_cache

@@ -150,7 +150,7 @@ def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-def _depth(text: str) -> int:
+def nesting_depth(text: str) -> int:
     """Deepest nesting of ``[``/``{`` in JSON ``text``, skipping string contents."""
     depth = deepest = 0
     in_string = escaped = False
@@ -191,7 +191,7 @@ def _decode(raw: bytes) -> tuple[str, dict[str, Any]] | None:
         return None
     if not text.startswith("{"):
         return None
-    if text.count("{") + text.count("[") > MAX_DEPTH and _depth(text) > MAX_DEPTH:
+    if text.count("{") + text.count("[") > MAX_DEPTH and nesting_depth(text) > MAX_DEPTH:
         return None
     try:
         obj = json.loads(

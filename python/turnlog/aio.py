@@ -1,0 +1,375 @@
+"""Async twins of every ``SessionBackend`` method, for asyncio bots.
+
+>>> from turnlog.aio import AsyncSessionStore
+>>> store = AsyncSessionStore("./workspace")
+>>> await store.append("telegram_user123", {"role": "user", "content": "hello"})
+>>> history = await store.load("telegram_user123", limit=50)
+
+Every method runs the blocking call in a worker thread and awaits it, so the event loop keeps
+serving other chats while a transcript is read, written or scanned. ``AsyncSessionStore`` wraps
+``turnlog.SessionStore``; ``AsyncBackend`` wraps any ``SessionBackend`` (the SQLite backend, your
+own), with the same methods.
+
+Two thread pools, because of the GIL. The Rust store reads and parses without the GIL, but it
+must hold the GIL while it turns each parsed 2 MiB batch into ``ChatMessage`` objects (a few
+milliseconds; the pure store holds it throughout). Big loads in parallel queue for the GIL batch
+after batch, and the event loop waits behind all of them. Measured on a shared 2-core machine,
+8 loads of 20,000 messages (40 MB each) at once: with 8 threads the loop stalled for 100-500 ms
+and woke up about 20 times in all; with 1 thread, 10-50 ms and 150-300 wake-ups, for the same
+total time (the Rust load already reads ahead on a second thread). One such load run on the loop
+blocks it for 40-170 ms. So calls that build or encode many messages (a ``load`` of more than
+``BULK_MESSAGES`` messages or of all of them, an ``append_many`` of more than ``BULK_MESSAGES``)
+go to a small *bulk* pool (``bulk_workers``, default 1); everything else (appends, tail reads,
+metadata, search) goes to a general pool (``max_workers``) and is never queued behind a big
+load. When other processes saturate every core, a loader preempted while it holds the GIL still
+stalls the loop for longer (100-250 ms was seen), whatever the pools.
+
+Cancelling the task that awaits a call does not stop a call that has already started in its
+thread: it runs to completion (a write lands or fails as a whole, as in the sync store). A call
+still waiting for a thread is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from types import TracebackType
+from typing import Generic, Literal, ParamSpec, TypeVar
+
+from . import SessionStore
+from ._impl import ChatMessage
+from ._jsonl import Durability, PathLike
+from ._types import SessionMetadata, SessionQuery, SessionState
+from .backend import MessageLike, SessionBackend
+
+__all__ = ["BULK_MESSAGES", "AsyncBackend", "AsyncSessionStore"]
+
+#: A ``load`` of more messages than this (or with no limit) and an ``append_many`` of more
+#: messages than this run in the bulk pool; smaller calls never wait behind them.
+BULK_MESSAGES = 1000
+
+BackendT = TypeVar("BackendT", bound=SessionBackend)
+P = ParamSpec("P")
+R = TypeVar("R")
+Match = Literal["all", "any"]
+
+
+def _check_workers(value: object, what: str, *, optional: bool) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        kind = "an int or None" if optional else "an int"
+        raise TypeError(f"{what} must be {kind}, not {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{what} must be at least 1, got {value}")
+    return value
+
+
+def _is_small(limit: object) -> bool:
+    """Whether ``load(limit=limit)`` builds few enough messages for the general pool.
+
+    Anything odd (a bad type, a negative number) counts as small: the backend refuses it at once.
+    """
+    return isinstance(limit, int) and limit <= BULK_MESSAGES
+
+
+def _takes_match(backend: SessionBackend) -> bool:
+    """Whether ``backend.search`` accepts ``match=`` (the JSONL and SQLite stores do)."""
+    try:
+        parameters = inspect.signature(backend.search).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (a C method): let the call decide
+        return True
+    return any(p.name == "match" or p.kind is p.VAR_KEYWORD for p in parameters)
+
+
+class AsyncBackend(Generic[BackendT]):
+    """Any ``SessionBackend``, with every method as a coroutine run in a worker thread.
+
+    Args:
+        backend: The store to wrap; the caller keeps owning it (``aclose`` does not close it).
+            It must be safe to call from several threads, as turnlog's stores are.
+        max_workers: Threads of the general pool; ``None`` picks ``min(32, cpus + 4)``, as
+            ``ThreadPoolExecutor`` does.
+        bulk_workers: Threads of the bulk pool (big loads and ``append_many``); 1 keeps the event
+            loop responsive (see the module docs), 2 trades some of that for parallel parsing.
+
+    Raises:
+        TypeError: ``backend`` is not a ``SessionBackend``, or a worker count is not an int.
+        ValueError: a worker count below 1.
+
+    Use it as ``async with AsyncBackend(...) as store:`` or call ``aclose()`` to stop its
+    threads; idle threads are also reaped at interpreter exit.
+    """
+
+    def __init__(
+        self, backend: BackendT, *, max_workers: int | None = None, bulk_workers: int = 1
+    ) -> None:
+        if not isinstance(backend, SessionBackend):
+            raise TypeError(f"backend must be a SessionBackend, not {type(backend).__name__}")
+        general = _check_workers(max_workers, "max_workers", optional=True)
+        bulk = _check_workers(bulk_workers, "bulk_workers", optional=False)
+        if general is None:
+            general = min(32, (os.cpu_count() or 1) + 4)
+        self._backend = backend
+        self._closed = False
+        # Threads start on first use, so an unused pool costs nothing.
+        self._pool = ThreadPoolExecutor(general, thread_name_prefix="turnlog-aio")
+        self._bulk = ThreadPoolExecutor(bulk, thread_name_prefix="turnlog-aio-bulk")
+
+    @property
+    def backend(self) -> BackendT:
+        """The wrapped synchronous backend."""
+        return self._backend
+
+    @property
+    def sessions_dir(self) -> str:
+        """The JSONL store's sessions folder (``AttributeError`` for a backend without one)."""
+        value = getattr(self._backend, "sessions_dir", None)
+        if not isinstance(value, str):
+            raise AttributeError(f"{type(self._backend).__name__} has no sessions_dir")
+        return value
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._backend!r})"
+
+    # --- running calls --------------------------------------------------------------------------
+
+    async def _run(
+        self,
+        pool: ThreadPoolExecutor,
+        func: Callable[P, R],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R:
+        """``func(*args, **kwargs)`` in a thread of ``pool``, with the caller's context variables
+        (as ``asyncio.to_thread`` does), so logging filters and tracing see the same context."""
+        if self._closed:
+            raise RuntimeError(f"{type(self).__name__} is closed")
+        loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()
+
+        def call() -> R:
+            return context.run(func, *args, **kwargs)
+
+        return await loop.run_in_executor(pool, call)
+
+    def close(self) -> None:
+        """Refuse new calls and let the threads exit once their calls are done (no waiting)."""
+        self._closed = True
+        self._pool.shutdown(wait=False)
+        self._bulk.shutdown(wait=False)
+
+    async def aclose(self) -> None:
+        """Refuse new calls and wait, off the loop, until every call in progress has finished."""
+        self.close()
+        loop = asyncio.get_running_loop()
+        # shutdown(wait=True) joins threads: a blocking wait, so it runs off the loop as well.
+        await loop.run_in_executor(None, self._join)
+
+    def _join(self) -> None:
+        self._pool.shutdown(wait=True)
+        self._bulk.shutdown(wait=True)
+
+    async def __aenter__(self) -> AsyncBackend[BackendT]:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # --- messages -------------------------------------------------------------------------------
+
+    async def load(self, session_key: str, limit: int | None = None) -> list[ChatMessage]:
+        """The session's messages, oldest first; only the newest ``limit`` when given.
+
+        See ``SessionBackend.load``. Loads of more than ``BULK_MESSAGES`` run in the bulk pool.
+        """
+        pool = self._pool if _is_small(limit) else self._bulk
+        return await self._run(pool, self._backend.load, session_key, limit)
+
+    async def append(self, session_key: str, message: MessageLike) -> None:
+        """Add one message at the end of the session, creating it if needed."""
+        await self._run(self._pool, self._backend.append, session_key, message)
+
+    async def append_many(self, session_key: str, messages: Iterable[MessageLike]) -> None:
+        """Add several messages in order (one locked write in the JSONL store: all or none).
+
+        ``messages`` is read into a list here, on the caller's thread, so a generator never runs
+        in a worker thread.
+        """
+        batch = list(messages)
+        pool = self._pool if len(batch) <= BULK_MESSAGES else self._bulk
+        await self._run(pool, self._backend.append_many, session_key, batch)
+
+    async def remove_last(self, session_key: str) -> bool:
+        """Remove the newest message. ``True`` if there was one."""
+        return await self._run(self._pool, self._backend.remove_last, session_key)
+
+    async def update_last(self, session_key: str, message: MessageLike) -> bool:
+        """Replace the newest message. ``False`` (nothing written) if there is none."""
+        return await self._run(self._pool, self._backend.update_last, session_key, message)
+
+    async def compact(self, session_key: str) -> None:
+        """Drop what is not a valid message from the session's storage."""
+        await self._run(self._pool, self._backend.compact, session_key)
+
+    async def clear_messages(self, session_key: str) -> int:
+        """Remove every message, keeping the session. Returns how many there were."""
+        return await self._run(self._pool, self._backend.clear_messages, session_key)
+
+    async def delete_session(self, session_key: str) -> bool:
+        """Delete the session. ``True`` if it existed."""
+        return await self._run(self._pool, self._backend.delete_session, session_key)
+
+    async def list_sessions(self) -> list[str]:
+        """Every session key, exactly as given."""
+        return await self._run(self._pool, self._backend.list_sessions)
+
+    async def session_exists(self, session_key: str) -> bool:
+        """Whether the session exists."""
+        return await self._run(self._pool, self._backend.session_exists, session_key)
+
+    async def load_with_timestamps(
+        self, session_key: str, limit: int | None = None
+    ) -> list[tuple[ChatMessage, datetime | None]]:
+        """Messages paired with when they were stored (``None`` where the backend has no time)."""
+        pool = self._pool if _is_small(limit) else self._bulk
+        return await self._run(pool, self._backend.load_with_timestamps, session_key, limit)
+
+    # --- metadata, search, state ----------------------------------------------------------------
+
+    async def list_sessions_with_metadata(self) -> list[SessionMetadata]:
+        """Metadata of every session (the JSONL store: the most recently active first)."""
+        return await self._run(self._pool, self._backend.list_sessions_with_metadata)
+
+    async def get_session_metadata(self, session_key: str) -> SessionMetadata | None:
+        """Metadata of one session, or ``None`` if it does not exist."""
+        return await self._run(self._pool, self._backend.get_session_metadata, session_key)
+
+    async def cleanup_stale(self, ttl_hours: float) -> int:
+        """Remove sessions idle for longer than ``ttl_hours``. Returns how many."""
+        return await self._run(self._pool, self._backend.cleanup_stale, ttl_hours)  # type: ignore[arg-type]
+
+    async def search(self, query: SessionQuery, *, match: Match = "all") -> list[SessionMetadata]:
+        """Sessions with a message matching ``query``.
+
+        Args:
+            query: The keyword and the most sessions to return.
+            match: ``"all"`` (default): every word of the keyword in one message; ``"any"``: one
+                of them. Backends whose ``search`` has no ``match`` take only ``"all"``.
+
+        Raises:
+            TypeError: ``match="any"`` for a backend whose ``search`` does not take ``match``.
+        """
+        if match == "all":
+            # Not passed on, so backends with the plain SessionBackend signature work too.
+            return await self._run(self._pool, self._backend.search, query)
+        if not _takes_match(self._backend):
+            raise TypeError(f"{type(self._backend).__name__}.search does not take match=")
+        search: Callable[..., list[SessionMetadata]] = self._backend.search
+        return await self._run(self._pool, search, query, match=match)
+
+    async def set_session_name(self, session_key: str, name: str) -> None:
+        """Set a human-readable name for the session."""
+        await self._run(self._pool, self._backend.set_session_name, session_key, name)
+
+    async def get_session_name(self, session_key: str) -> str | None:
+        """The session's name, if set."""
+        return await self._run(self._pool, self._backend.get_session_name, session_key)
+
+    async def set_session_agent_alias(self, session_key: str, alias: str) -> None:
+        """Bind the session to an agent alias."""
+        await self._run(self._pool, self._backend.set_session_agent_alias, session_key, alias)
+
+    async def get_session_agent_alias(self, session_key: str) -> str | None:
+        """The session's agent alias, if set."""
+        return await self._run(self._pool, self._backend.get_session_agent_alias, session_key)
+
+    async def set_session_context(
+        self,
+        session_key: str,
+        *,
+        channel_id: str | None = None,
+        room_id: str | None = None,
+        sender_id: str | None = None,
+    ) -> None:
+        """Record the routing context of the session; a field given as ``None`` keeps its value."""
+        await self._run(
+            self._pool,
+            self._backend.set_session_context,
+            session_key,
+            channel_id=channel_id,
+            room_id=room_id,
+            sender_id=sender_id,
+        )
+
+    async def set_session_state(
+        self, session_key: str, state: str, turn_id: str | None = None
+    ) -> None:
+        """Set the turn state: ``"running"`` (with ``turn_id``), ``"idle"`` or ``"error"``."""
+        await self._run(self._pool, self._backend.set_session_state, session_key, state, turn_id)
+
+    async def get_session_state(self, session_key: str) -> SessionState | None:
+        """The session's turn state, or ``None``."""
+        return await self._run(self._pool, self._backend.get_session_state, session_key)
+
+    async def list_running_sessions(self) -> list[SessionMetadata]:
+        """Sessions in the ``"running"`` state."""
+        return await self._run(self._pool, self._backend.list_running_sessions)
+
+    async def list_stuck_sessions(self, threshold_secs: float) -> list[SessionMetadata]:
+        """Sessions running for longer than ``threshold_secs``."""
+        return await self._run(self._pool, self._backend.list_stuck_sessions, threshold_secs)  # type: ignore[arg-type]
+
+
+class AsyncSessionStore(AsyncBackend[SessionStore]):
+    """``turnlog.SessionStore`` (Rust, or pure Python without it) with coroutine methods.
+
+    Args:
+        workspace: The workspace folder; sessions live in ``<workspace>/sessions/`` (created,
+            owner-only, right here: two ``mkdir`` calls on the caller's thread).
+        durability: ``"process"`` (default) or ``"power"``, as for ``SessionStore``.
+        max_workers: Threads of the general pool (see ``AsyncBackend``).
+        bulk_workers: Threads of the bulk pool (see ``AsyncBackend``).
+
+    Raises:
+        NotADirectoryError: ``workspace`` exists and is not a folder.
+        ValueError: a bad ``durability`` or worker count.
+    """
+
+    def __init__(
+        self,
+        workspace: PathLike,
+        *,
+        durability: Durability = "process",
+        max_workers: int | None = None,
+        bulk_workers: int = 1,
+    ) -> None:
+        super().__init__(
+            SessionStore(workspace, durability=durability),
+            max_workers=max_workers,
+            bulk_workers=bulk_workers,
+        )
+
+    @property
+    def sessions_dir(self) -> str:
+        """The absolute path of the folder that holds the ``.jsonl`` files."""
+        return self._backend.sessions_dir
+
+    @property
+    def durability(self) -> Durability:
+        """``"process"`` or ``"power"``: what an acknowledged write survives."""
+        return self._backend.durability
+
+    async def __aenter__(self) -> AsyncSessionStore:
+        return self
