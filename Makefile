@@ -78,6 +78,10 @@ bench-peers: build-release ## turnlog vs LangChain and OpenAI Agents session sto
 	$(PY) -m pip install --quiet -r benches/requirements-peers.txt
 	$(PY) benches/bench_peers.py
 
+.PHONY: bench-redis
+bench-redis: build-release ## append and load(limit=50) against a local Redis, next to JSONL and SQLite
+	$(PY) benches/bench_redis.py
+
 .PHONY: wheel
 wheel: install ## build the release wheel (abi3) and sdist into dist/, and smoke-test the wheel in a fresh venv
 	rm -f dist/turnlog-*

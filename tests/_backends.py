@@ -14,10 +14,18 @@ import pytest
 from conftest import store_class
 from turnlog import SessionBackend
 
-BACKENDS = ("jsonl-rust", "jsonl-pure", "sqlite")
+BACKENDS = ("jsonl-rust", "jsonl-pure", "sqlite", "redis")
 
 
 def make_backend(kind: str, workspace: Any, **options: Any) -> SessionBackend:
+    if kind == "redis":
+        import uuid
+
+        from redis_server import shared_server
+        from turnlog.redis_backend import RedisSessionBackend
+
+        # One server per test process; a fresh prefix keeps each test's keys apart.
+        return RedisSessionBackend(shared_server().url, prefix=f"t{uuid.uuid4().hex}:", **options)
     if kind == "sqlite":
         from turnlog.sqlite import SqliteSessionBackend
 
