@@ -453,8 +453,6 @@ def test_cancelled_caller_does_not_cut_a_started_write():
 
 SESSIONS = 8
 MESSAGES = 20_000
-#: Most the loop may stall while SESSIONS loads run; generous for a loaded 2-core machine.
-MAX_STALL = 0.050
 
 
 @dataclasses.dataclass
@@ -532,8 +530,10 @@ def test_event_loop_stays_responsive_while_big_sessions_load(tmp_path, capsys):
     expected_tail = sync.load(keys[0], limit=3)
 
     def passes(rounds: list[Round]) -> bool:
+        # Relative to the stall of a load run on the loop, measured in the same round, so a
+        # busy machine slows both sides alike (absolute timings belong to the benchmarks).
         blocked = statistics.median(r.blocked for r in rounds)
-        return min(r.stall for r in rounds) < min(MAX_STALL, blocked / 2)
+        return min(r.stall for r in rounds) < blocked / 2
 
     async def measure(most: int = 5) -> list[Round]:
         rounds: list[Round] = []
