@@ -62,10 +62,23 @@ fn flock(file: &File, operation: libc::c_int) -> io::Result<()> {
 
 /// Opens a session file for reading, never through a symlink.
 fn open_read(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
+        .custom_flags(NO_FOLLOW_NO_WAIT)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(not_a_session_file());
+    }
+    Ok(file)
+}
+
+/// Never through a symlink, and never waiting: opening a FIFO would block until a writer came.
+const NO_FOLLOW_NO_WAIT: libc::c_int = libc::O_NOFOLLOW | libc::O_NONBLOCK;
+
+/// What opening a FIFO, socket or device where a session file should be gives: like a symlink,
+/// it is not a session; reads find nothing (with a warning) and writes fail.
+fn not_a_session_file() -> io::Error {
+    io::Error::from_raw_os_error(libc::EINVAL)
 }
 
 /// A session file held under an exclusive `flock`; dropping it closes the file and unlocks.
@@ -82,7 +95,7 @@ fn open_write(path: &Path, create_new: bool) -> io::Result<File> {
         .append(true)
         .create_new(create_new)
         .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(NO_FOLLOW_NO_WAIT)
         .open(path)
 }
 
@@ -113,6 +126,9 @@ fn lock(path: &Path, create: bool) -> io::Result<Option<Locked>> {
 fn lock_open(file: File, path: &Path, created: bool) -> io::Result<Option<Locked>> {
     flock(&file, libc::LOCK_EX)?;
     let held = file.metadata()?;
+    if !held.is_file() {
+        return Err(not_a_session_file());
+    }
     match fs::symlink_metadata(path) {
         Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => Ok(Some(Locked {
             len: held.len(),

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _format
+from . import _files, _format
 
 __all__ = ["Finding", "Report", "check_file", "why_corrupt"]
 
@@ -158,7 +158,7 @@ def _lines(path: str) -> Iterator[tuple[bytes, bool]]:
 
     Read in blocks (bounded memory for any file); never through a symlink, as the stores do.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    fd = _files.open_regular(path)
     with os.fdopen(fd, "rb", buffering=_BLOCK) as file:
         for line in file:
             if line.endswith(b"\n"):

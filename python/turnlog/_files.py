@@ -4,14 +4,44 @@ writes, and atomic replacement. The Rust core has the same in ``rust/store.rs``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 
-__all__ = ["locked", "read_all", "replace", "sync_data", "sync_dir", "write_all"]
+__all__ = [
+    "locked",
+    "not_a_session_file",
+    "open_regular",
+    "read_all",
+    "replace",
+    "sync_data",
+    "sync_dir",
+    "write_all",
+]
 
 _READ_CHUNK = 1 << 20
+
+
+#: Never through a symlink, and never waiting: opening a FIFO would block until a writer came.
+NO_FOLLOW_NO_WAIT = os.O_NOFOLLOW | os.O_NONBLOCK
+
+
+def not_a_session_file(path: str) -> OSError:
+    """What a FIFO, socket or device where a session file should be gives: like a symlink, it
+    is not a session; reads find nothing (with a warning) and writes fail."""
+    return OSError(errno.EINVAL, os.strerror(errno.EINVAL), path)
+
+
+def open_regular(path: str) -> int:
+    """Open the regular file ``path`` for reading (never a symlink, FIFO or device)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | NO_FOLLOW_NO_WAIT)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise not_a_session_file(path)
+    return fd
 
 
 def read_all(fd: int) -> bytes:
@@ -61,7 +91,7 @@ def locked(path: str, *, create: bool) -> Iterator[tuple[int, bool] | None]:
     Never call a native store operation on the same session while holding this: its lock is
     on another open file description and would wait for this one forever.
     """
-    flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
+    flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | NO_FOLLOW_NO_WAIT
     while True:
         created = False
         try:
@@ -78,6 +108,8 @@ def locked(path: str, *, create: bool) -> Iterator[tuple[int, bool] | None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             held = os.fstat(fd)
+            if not stat.S_ISREG(held.st_mode):
+                raise not_a_session_file(path)
             try:
                 current: os.stat_result | None = os.lstat(path)
             except FileNotFoundError:

@@ -66,7 +66,7 @@ def meta_path(sessions_dir: str, name: str) -> str:
 def read_meta(path: str) -> dict[str, Any]:
     """The sidecar's fields; ``{}`` when it is missing or damaged (metadata is then derived)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        fd = _files.open_regular(path)
     except OSError:
         return {}
     try:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn
 
-from . import IMPLEMENTATION, SessionBackend, SessionStore, __version__, _format
+from . import IMPLEMENTATION, SessionBackend, SessionStore, __version__, _files, _format
 from ._cli_bench import run_bench
 from ._cli_doctor import Report, check_file
 from ._cli_doctor import _lines as file_lines
@@ -190,7 +190,7 @@ def _speedup(ratio: float | None) -> str:
 
 def _file_lines(path: str) -> tuple[int, int]:
     """``(size, lines)`` of a transcript: a line is what ends in a newline, plus a torn tail."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    fd = _files.open_regular(path)
     with os.fdopen(fd, "rb", buffering=0) as file:
         size = lines = 0
         last = b"\n"

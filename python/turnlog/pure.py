@@ -48,7 +48,7 @@ def _count_valid(data: bytes) -> int:
 def _read(path: str, *, tail: bool = False) -> bytes:
     """The whole file at ``path`` (never through a symlink); with ``tail``, under a shared lock,
     as the Rust store reads a tail, so no writer truncates it meanwhile."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    fd = _files.open_regular(path)
     try:
         if tail:
             fcntl.flock(fd, fcntl.LOCK_SH)
@@ -119,7 +119,7 @@ class SessionStore(JsonlStoreBase):
     def _stat(self, session_key: str) -> tuple[int, int] | None:
         path = self._path(session_key)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            fd = _files.open_regular(path)
         except FileNotFoundError:
             return None
         try:
