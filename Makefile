@@ -91,3 +91,27 @@ wheel: install ## build the release wheel (abi3) and sdist into dist/, and smoke
 .PHONY: clean
 clean: ## remove build output and the venv
 	rm -rf $(VENV) target dist .pytest_cache .hypothesis .mypy_cache .ruff_cache
+
+# --- reliability: docs/RELIABILITY.md ------------------------------------------------------------
+# The short versions run in `make test`; these are the long ones.
+TURNLOG_TORTURE_KILLS ?= 10000
+TURNLOG_LOCK_COMPACTIONS ?= 10000
+FUZZ_SECONDS ?= 600
+# cargo fuzz builds with its own flags: keep its output apart from the extension's.
+FUZZ_CARGO := CARGO_TARGET_DIR=$(CURDIR)/fuzz/target cargo +nightly fuzz run
+
+.PHONY: torture
+torture: build-release ## long kill torture (TURNLOG_TORTURE_KILLS kills) and 10,000 compactions under appends
+	$(PY) tests/_torture.py --kills $(TURNLOG_TORTURE_KILLS)
+	TURNLOG_LOCK_COMPACTIONS=$(TURNLOG_LOCK_COMPACTIONS) $(PY) -m pytest -q -s -p no:cacheprovider \
+		tests/test_locks.py::test_many_compactions_under_concurrent_appends
+
+.PHONY: fuzz
+fuzz: build-release ## cargo fuzz (line parser, keys), then Hypothesis on load, Rust vs pure: FUZZ_SECONDS each
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	mkdir -p fuzz/corpus/parse fuzz/corpus/keys
+	cd fuzz && $(FUZZ_CARGO) parse corpus/parse seeds/parse -- \
+		-max_total_time=$(FUZZ_SECONDS) -dict=parse.dict -print_final_stats=1
+	cd fuzz && $(FUZZ_CARGO) keys corpus/keys seeds/keys -- \
+		-max_total_time=$(FUZZ_SECONDS) -print_final_stats=1
+	$(PY) fuzz/fuzz_load.py --seconds $(FUZZ_SECONDS)
