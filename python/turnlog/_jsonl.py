@@ -7,7 +7,6 @@ import abc
 import contextlib
 import errno
 import logging
-import math
 import os
 import re
 from collections.abc import Iterable
@@ -15,17 +14,15 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, Union
 
 from . import _files, _format, _meta
+from ._checks import Durability, check_amount, check_durability, check_limit, check_text
 from ._impl import ChatMessage
 from ._types import SessionMetadata, SessionQuery, SessionState
 from .backend import MessageLike, SessionBackend
 
-__all__ = ["Durability", "JsonlStoreBase", "check_limit", "sessions_dir"]
+__all__ = ["Durability", "JsonlStoreBase", "sessions_dir"]
 
 log = logging.getLogger("turnlog")
 
-#: ``"process"``: a write survives the writer's crash (the kernel has it). ``"power"``: it also
-#: survives power loss (file and directory are fsynced before the call returns).
-Durability = Literal["process", "power"]
 PathLike = Union[str, "os.PathLike[str]"]
 
 
@@ -50,38 +47,8 @@ def sessions_dir(workspace: PathLike) -> str:
     return sessions
 
 
-def check_limit(limit: int | None) -> None:
-    """Refuse a ``limit`` that is not ``None`` or a non-negative int."""
-    if limit is None:
-        return
-    if isinstance(limit, bool) or not isinstance(limit, int):
-        raise TypeError(f"limit must be an int or None, not {type(limit).__name__}")
-    if limit < 0:
-        raise ValueError(f"limit must not be negative, got {limit}")
-
-
-def check_durability(durability: object) -> Durability:
-    if durability == "process" or durability == "power":
-        return durability
-    raise ValueError(f"durability must be 'process' or 'power', not {durability!r}")
-
-
 def _utc(mtime_ns: int) -> datetime:
     return datetime.fromtimestamp(mtime_ns / 1e9, tz=timezone.utc)
-
-
-def _optional_str(value: object, what: str) -> str | None:
-    if value is not None and not isinstance(value, str):
-        raise TypeError(f"{what} must be a str or None, not {type(value).__name__}")
-    return value
-
-
-def _seconds(value: object, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{what} must be a number, not {type(value).__name__}")
-    if not value >= 0 or math.isinf(value):
-        raise ValueError(f"{what} must be a finite number >= 0, got {value!r}")
-    return float(value)
 
 
 #: Splits a search keyword into words: Unicode white space, as Rust's ``split_whitespace``.
@@ -262,9 +229,9 @@ class JsonlStoreBase(SessionBackend):
     ) -> None:
         """Record the routing context; a field given as ``None`` keeps its value."""
         given = {
-            "channel_id": _optional_str(channel_id, "channel_id"),
-            "room_id": _optional_str(room_id, "room_id"),
-            "sender_id": _optional_str(sender_id, "sender_id"),
+            "channel_id": check_text(channel_id, "channel_id", optional=True),
+            "room_id": check_text(room_id, "room_id", optional=True),
+            "sender_id": check_text(sender_id, "sender_id", optional=True),
         }
         self._update_meta(session_key, {k: v for k, v in given.items() if v is not None})
 
@@ -273,7 +240,7 @@ class JsonlStoreBase(SessionBackend):
         ``"idle"`` (clears the turn) or ``"error"`` (keeps the turn for inspection)."""
         if state not in _meta.STATES:
             raise ValueError(f"state must be one of {', '.join(_meta.STATES)}, not {state!r}")
-        _optional_str(turn_id, "turn_id")
+        check_text(turn_id, "turn_id", optional=True)
         changes: dict[str, Any] = {"state": state}
         if state == "running":
             changes.update(turn_id=turn_id, turn_started_at=_meta.to_text(_meta.now()))
@@ -309,7 +276,7 @@ class JsonlStoreBase(SessionBackend):
 
     def list_stuck_sessions(self, threshold_secs: float) -> list[SessionMetadata]:
         """Sessions running for longer than ``threshold_secs`` (by ``turn_started_at``)."""
-        limit = _meta.now() - timedelta(seconds=_seconds(threshold_secs, "threshold_secs"))
+        limit = _meta.now() - timedelta(seconds=check_amount(threshold_secs, "threshold_secs"))
         return self._metadata_of(
             key
             for key, state in self._states()
@@ -321,7 +288,7 @@ class JsonlStoreBase(SessionBackend):
     def cleanup_stale(self, ttl_hours: float) -> int:
         """Delete sessions (transcript and metadata) idle for longer than ``ttl_hours``, by last
         activity (the transcript's last change). Returns how many were deleted."""
-        limit = _meta.now() - timedelta(hours=_seconds(ttl_hours, "ttl_hours"))
+        limit = _meta.now() - timedelta(hours=check_amount(ttl_hours, "ttl_hours"))
         removed = 0
         for metadata in self.list_sessions_with_metadata():
             if metadata.last_activity is not None and metadata.last_activity < limit:
@@ -342,7 +309,7 @@ class JsonlStoreBase(SessionBackend):
             raise TypeError(f"query must be a SessionQuery, not {type(query).__name__}")
         if match not in ("all", "any"):
             raise ValueError(f"match must be 'all' or 'any', not {match!r}")
-        keyword = _optional_str(query.keyword, "query.keyword") or ""
+        keyword = check_text(query.keyword, "query.keyword", optional=True) or ""
         check_limit(query.limit)
         keys = self._search(self.list_sessions(), keyword, match == "all")
         found = self._metadata_of(keys)

@@ -47,8 +47,9 @@ import redis.cluster
 import redis.exceptions
 
 from . import _format
+from ._checks import check_amount, check_limit, check_text
 from ._impl import ChatMessage
-from ._jsonl import check_limit, search_words
+from ._jsonl import search_words
 from ._types import SessionMetadata, SessionQuery, SessionState
 from .backend import MessageLike, SessionBackend
 
@@ -324,27 +325,6 @@ def _bytes(raw: object) -> bytes:
     return raw if isinstance(raw, bytes) else str(raw).encode("utf-8")
 
 
-def _check_text(value: object, what: str, *, optional: bool = False) -> str | None:
-    if value is None and optional:
-        return None
-    if not isinstance(value, str):
-        kind = "a str or None" if optional else "a str"
-        raise TypeError(f"{what} must be {kind}, not {type(value).__name__}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(f"{what} must not contain lone surrogates") from None
-    return value
-
-
-def _check_amount(value: object, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{what} must be a number, not {type(value).__name__}")
-    if not value >= 0 or value == float("inf"):
-        raise ValueError(f"{what} must be a finite number >= 0, got {value!r}")
-    return float(value)
-
-
 def _encode(message: object) -> bytes:
     """The JSONL store's line for ``message``, without the newline (refused as it refuses it)."""
     return _format.encode_message(message)[:-1]
@@ -461,7 +441,7 @@ class _RedisCore:
             raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
         if "{" in prefix or "}" in prefix:
             raise ValueError(f"prefix must not contain '{{' or '}}' (hash tags): {prefix!r}")
-        _check_text(prefix, "prefix")
+        check_text(prefix, "prefix")
         if clock is not None and not callable(clock):
             raise TypeError(f"clock must be callable or None, not {type(clock).__name__}")
         self._prefix = prefix
@@ -470,7 +450,7 @@ class _RedisCore:
         if expire_after is None:
             self._ttl = ""
         else:
-            seconds = _check_amount(expire_after, "expire_after")
+            seconds = check_amount(expire_after, "expire_after")
             self._ttl = str(max(1, round(seconds * 1000)))
         self._index = prefix + "sessions"
         self._running = prefix + "running"
@@ -689,7 +669,7 @@ class _RedisCore:
         return max(now - age_us, -(2**62))
 
     def _op_cleanup(self, ttl_hours: float) -> _Op[int]:
-        hours = _check_amount(ttl_hours, "ttl_hours")
+        hours = check_amount(ttl_hours, "ttl_hours")
         cutoff = yield from self._op_cutoff(round(hours * 3_600_000_000))
         raw = yield _Call("zrangebyscore", (self._index, "-inf", f"({cutoff}"))
         removed = 0
@@ -763,7 +743,7 @@ class _RedisCore:
         _format.key_to_name(session_key)
         if state not in STATES:
             raise ValueError(f"state must be one of {', '.join(STATES)}, not {state!r}")
-        _check_text(turn_id, "turn_id", optional=True)
+        check_text(turn_id, "turn_id", optional=True)
         if state == "running":
             delete = () if turn_id is not None else ("turn_id",)
             yield from self._op_set_meta(
@@ -823,7 +803,7 @@ class _RedisCore:
             raise TypeError(f"query must be a SessionQuery, not {type(query).__name__}")
         if match not in ("all", "any"):
             raise ValueError(f"match must be 'all' or 'any', not {match!r}")
-        keyword = _check_text(query.keyword, "query.keyword", optional=True) or ""
+        keyword = check_text(query.keyword, "query.keyword", optional=True) or ""
         check_limit(query.limit)
         limit = query.limit
         sessions = yield from self._op_all_metadata()
@@ -1101,7 +1081,7 @@ class RedisSessionBackend(_RedisCore, SessionBackend):
     def set_session_name(self, session_key: str, name: str) -> None:
         """Set the session's human-readable name, creating the session if needed."""
         _format.key_to_name(session_key)
-        self._run(self._op_set_meta(session_key, {"name": _check_text(name, "name")}))
+        self._run(self._op_set_meta(session_key, {"name": check_text(name, "name")}))
 
     def get_session_name(self, session_key: str) -> str | None:
         """The session's name; ``None`` if unset or no such session."""
@@ -1110,7 +1090,7 @@ class RedisSessionBackend(_RedisCore, SessionBackend):
     def set_session_agent_alias(self, session_key: str, alias: str) -> None:
         """Bind the session to an agent alias, creating the session if needed."""
         _format.key_to_name(session_key)
-        self._run(self._op_set_meta(session_key, {"agent_alias": _check_text(alias, "alias")}))
+        self._run(self._op_set_meta(session_key, {"agent_alias": check_text(alias, "alias")}))
 
     def get_session_agent_alias(self, session_key: str) -> str | None:
         """The session's agent alias; ``None`` if unset or no such session."""
@@ -1128,9 +1108,9 @@ class RedisSessionBackend(_RedisCore, SessionBackend):
         ``None`` keeps its value."""
         _format.key_to_name(session_key)
         values = {
-            "channel_id": _check_text(channel_id, "channel_id", optional=True),
-            "room_id": _check_text(room_id, "room_id", optional=True),
-            "sender_id": _check_text(sender_id, "sender_id", optional=True),
+            "channel_id": check_text(channel_id, "channel_id", optional=True),
+            "room_id": check_text(room_id, "room_id", optional=True),
+            "sender_id": check_text(sender_id, "sender_id", optional=True),
         }
         self._run(self._op_set_meta(session_key, values))
 
@@ -1156,7 +1136,7 @@ class RedisSessionBackend(_RedisCore, SessionBackend):
     def list_stuck_sessions(self, threshold_secs: float) -> list[SessionMetadata]:
         """Sessions running since ``threshold_secs`` or longer, the most recently active
         first."""
-        seconds = _check_amount(threshold_secs, "threshold_secs")
+        seconds = check_amount(threshold_secs, "threshold_secs")
         return self._run(self._op_running(round(seconds * 1_000_000)))
 
     def search(self, query: SessionQuery, *, match: Match = "all") -> list[SessionMetadata]:
@@ -1354,7 +1334,7 @@ class AsyncRedisSessionBackend(_RedisCore):
     async def set_session_name(self, session_key: str, name: str) -> None:
         """See ``RedisSessionBackend.set_session_name``."""
         _format.key_to_name(session_key)
-        await self._run(self._op_set_meta(session_key, {"name": _check_text(name, "name")}))
+        await self._run(self._op_set_meta(session_key, {"name": check_text(name, "name")}))
 
     async def get_session_name(self, session_key: str) -> str | None:
         """See ``RedisSessionBackend.get_session_name``."""
@@ -1363,7 +1343,7 @@ class AsyncRedisSessionBackend(_RedisCore):
     async def set_session_agent_alias(self, session_key: str, alias: str) -> None:
         """See ``RedisSessionBackend.set_session_agent_alias``."""
         _format.key_to_name(session_key)
-        values = {"agent_alias": _check_text(alias, "alias")}
+        values = {"agent_alias": check_text(alias, "alias")}
         await self._run(self._op_set_meta(session_key, values))
 
     async def get_session_agent_alias(self, session_key: str) -> str | None:
@@ -1381,9 +1361,9 @@ class AsyncRedisSessionBackend(_RedisCore):
         """See ``RedisSessionBackend.set_session_context``."""
         _format.key_to_name(session_key)
         values = {
-            "channel_id": _check_text(channel_id, "channel_id", optional=True),
-            "room_id": _check_text(room_id, "room_id", optional=True),
-            "sender_id": _check_text(sender_id, "sender_id", optional=True),
+            "channel_id": check_text(channel_id, "channel_id", optional=True),
+            "room_id": check_text(room_id, "room_id", optional=True),
+            "sender_id": check_text(sender_id, "sender_id", optional=True),
         }
         await self._run(self._op_set_meta(session_key, values))
 
@@ -1403,7 +1383,7 @@ class AsyncRedisSessionBackend(_RedisCore):
 
     async def list_stuck_sessions(self, threshold_secs: float) -> list[SessionMetadata]:
         """See ``RedisSessionBackend.list_stuck_sessions``."""
-        seconds = _check_amount(threshold_secs, "threshold_secs")
+        seconds = check_amount(threshold_secs, "threshold_secs")
         return await self._run(self._op_running(round(seconds * 1_000_000)))
 
     async def search(self, query: SessionQuery, *, match: Match = "all") -> list[SessionMetadata]:

@@ -40,8 +40,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 from . import _format
+from ._checks import Durability, check_amount, check_durability, check_limit, check_text
 from ._impl import ChatMessage
-from ._jsonl import Durability, PathLike, check_durability, check_limit, sessions_dir
+from ._jsonl import PathLike, sessions_dir
 from ._types import SessionMetadata, SessionQuery, SessionState
 from .backend import MessageLike, SessionBackend
 
@@ -169,27 +170,6 @@ def _check_key(session_key: object) -> None:
     # The JSONL stores' rule, so a key is accepted (and refused, with the same exception) by
     # every backend alike and a session can move between them.
     _format.key_to_name(session_key)
-
-
-def _check_text(value: object, what: str, *, optional: bool = False) -> str | None:
-    if value is None and optional:
-        return None
-    if not isinstance(value, str):
-        kind = "a str or None" if optional else "a str"
-        raise TypeError(f"{what} must be {kind}, not {type(value).__name__}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(f"{what} must not contain lone surrogates") from None
-    return value
-
-
-def _check_amount(value: object, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{what} must be a number, not {type(value).__name__}")
-    if not value >= 0 or value == float("inf"):
-        raise ValueError(f"{what} must be a finite number >= 0, got {value!r}")
-    return float(value)
 
 
 def _encode(message: object) -> str:
@@ -347,7 +327,7 @@ class SqliteSessionBackend(SessionBackend):
         clock: Clock = _utc_now,
     ) -> None:
         self._durability = check_durability(durability)
-        self._timeout = _check_amount(timeout, "timeout")
+        self._timeout = check_amount(timeout, "timeout")
         if fts is not None and not isinstance(fts, bool):
             raise TypeError(f"fts must be a bool or None, not {type(fts).__name__}")
         if fts and not fts5_available():
@@ -828,7 +808,7 @@ class SqliteSessionBackend(SessionBackend):
     def cleanup_stale(self, ttl_hours: float) -> int:
         """Delete sessions (messages and metadata together, in one transaction) whose last
         activity is more than ``ttl_hours`` ago, whatever their state. Returns how many."""
-        cutoff = self._cutoff(timedelta(hours=_check_amount(ttl_hours, "ttl_hours")))
+        cutoff = self._cutoff(timedelta(hours=check_amount(ttl_hours, "ttl_hours")))
         with self._write() as connection:
             stale = connection.execute(
                 "SELECT key FROM sessions WHERE last_activity < ?", (cutoff,)
@@ -868,7 +848,7 @@ class SqliteSessionBackend(SessionBackend):
     def set_session_name(self, session_key: str, name: str) -> None:
         """Set the session's human-readable name, creating the session if needed."""
         _check_key(session_key)
-        self._set_columns(session_key, {"name": _check_text(name, "name")})
+        self._set_columns(session_key, {"name": check_text(name, "name")})
 
     def get_session_name(self, session_key: str) -> str | None:
         """The session's name; ``None`` if unset or no such session."""
@@ -877,7 +857,7 @@ class SqliteSessionBackend(SessionBackend):
     def set_session_agent_alias(self, session_key: str, alias: str) -> None:
         """Bind the session to an agent alias, creating the session if needed."""
         _check_key(session_key)
-        self._set_columns(session_key, {"agent_alias": _check_text(alias, "alias")})
+        self._set_columns(session_key, {"agent_alias": check_text(alias, "alias")})
 
     def get_session_agent_alias(self, session_key: str) -> str | None:
         """The session's agent alias; ``None`` if unset or no such session."""
@@ -895,9 +875,9 @@ class SqliteSessionBackend(SessionBackend):
         ``None`` keeps its value."""
         _check_key(session_key)
         values = {
-            "channel_id": _check_text(channel_id, "channel_id", optional=True),
-            "room_id": _check_text(room_id, "room_id", optional=True),
-            "sender_id": _check_text(sender_id, "sender_id", optional=True),
+            "channel_id": check_text(channel_id, "channel_id", optional=True),
+            "room_id": check_text(room_id, "room_id", optional=True),
+            "sender_id": check_text(sender_id, "sender_id", optional=True),
         }
         self._set_columns(session_key, values)
 
@@ -917,7 +897,7 @@ class SqliteSessionBackend(SessionBackend):
         _check_key(session_key)
         if state not in STATES:
             raise ValueError(f"state must be one of {', '.join(STATES)}, not {state!r}")
-        _check_text(turn_id, "turn_id", optional=True)
+        check_text(turn_id, "turn_id", optional=True)
         now = self._now()
         with self._write() as connection:
             self._ensure(connection, session_key, now)
@@ -960,7 +940,7 @@ class SqliteSessionBackend(SessionBackend):
     def list_stuck_sessions(self, threshold_secs: float) -> list[SessionMetadata]:
         """Sessions running for ``threshold_secs`` or longer (by ``turn_started_at``), the most
         recently active first."""
-        cutoff = self._cutoff(timedelta(seconds=_check_amount(threshold_secs, "threshold_secs")))
+        cutoff = self._cutoff(timedelta(seconds=check_amount(threshold_secs, "threshold_secs")))
         query = (
             f"SELECT {_METADATA} FROM sessions AS s WHERE s.state = 'running' "
             "AND s.turn_started_at <= ? ORDER BY s.last_activity DESC, s.key"
@@ -994,7 +974,7 @@ class SqliteSessionBackend(SessionBackend):
             raise TypeError(f"query must be a SessionQuery, not {type(query).__name__}")
         if match not in ("all", "any"):
             raise ValueError(f"match must be 'all' or 'any', not {match!r}")
-        keyword = _check_text(query.keyword, "query.keyword", optional=True) or ""
+        keyword = check_text(query.keyword, "query.keyword", optional=True) or ""
         check_limit(query.limit)
         limit = -1 if query.limit is None else query.limit
         order = "ORDER BY s.last_activity DESC, s.key LIMIT ?"
