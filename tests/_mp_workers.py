@@ -8,6 +8,8 @@ import random
 import time
 import traceback
 
+from turnlog import _files
+
 
 def open_store(impl, workspace):
     if impl == "rust":
@@ -22,25 +24,14 @@ def record(writer, seq):
 
 
 def locked_raw_append(path, data):
-    """Append raw bytes under the store's lock protocol: flock on the transcript itself, and
-    retry if a rewrite renamed a new file over the one that was opened."""
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        held = os.fstat(fd)
-        try:
-            current = os.stat(path)
-        except FileNotFoundError:
-            current = None
-        if current is not None and (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino):
-            break
-        os.close(fd)
-    try:
-        if held.st_size and os.pread(fd, 1, held.st_size - 1) != b"\n":
+    """Append raw bytes under the stores' lock protocol (``turnlog._files.locked``: flock on the
+    transcript, opened again if a rewrite renamed a new file over it), mending a torn tail."""
+    with _files.locked(path, create=True) as held:
+        fd = held[0]
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
             data = b"\n" + data
         os.write(fd, data)
-    finally:
-        os.close(fd)
 
 
 def appender(impl, workspace, key, writer, count, start, results):

@@ -62,6 +62,7 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 import _spec  # noqa: E402
+from _mp_workers import locked_raw_append  # noqa: E402
 
 SHARED = ["shared-0", "shared/1", "ключ 2"]  # plain and escaped file names
 LIFE_SEQS = 10**6
@@ -136,28 +137,6 @@ class Log:
 
     def __call__(self, *fields) -> None:
         os.write(self.fd, (" ".join(map(str, fields)) + "\n").encode())
-
-
-def locked_raw_append(path: str, data: bytes) -> None:
-    """Append raw bytes under the stores' lock protocol (flock on the transcript, and open again
-    if a rewrite renamed a new file over it meanwhile), mending a torn tail first."""
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        held = os.fstat(fd)
-        try:
-            current = os.stat(path)
-        except FileNotFoundError:
-            current = None
-        if current is not None and (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino):
-            break
-        os.close(fd)
-    try:
-        if held.st_size and os.pread(fd, 1, held.st_size - 1) != b"\n":
-            data = b"\n" + data
-        os.write(fd, data)
-    finally:
-        os.close(fd)
 
 
 def writer(index: int, life: int, workspace: str, log: Log, rng: random.Random) -> None:
