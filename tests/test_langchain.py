@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from turnlog import ChatMessage, SessionBackend
+from _thread_backend import ThreadRecordingBackend
+from turnlog import ChatMessage
 
 try:
     from langchain_core.chat_history import BaseChatMessageHistory
@@ -299,35 +300,6 @@ class TestHistory:
         TurnlogChatMessageHistory("s", workspace=tmp_path / "ws").add_user_message("hi")
         with open(tmp_path / "ws" / "sessions" / "s.jsonl", encoding="utf-8") as file:
             assert file.read() == '{"role":"user","content":"hi"}\n'
-
-
-class ThreadRecordingBackend(SessionBackend):
-    """An in-memory backend that records the thread of every call."""
-
-    def __init__(self) -> None:
-        self.sessions: dict[str, list[ChatMessage]] = {}
-        self.threads: set[int] = set()
-
-    def load(self, session_key, limit=None):
-        self.threads.add(threading.get_ident())
-        messages = self.sessions.get(session_key, [])
-        return list(messages[len(messages) - limit :] if limit is not None else messages)
-
-    def append(self, session_key, message):
-        self.threads.add(threading.get_ident())
-        if not isinstance(message, ChatMessage):
-            message = ChatMessage.from_dict(message)
-        self.sessions.setdefault(session_key, []).append(message)
-
-    def remove_last(self, session_key):
-        self.threads.add(threading.get_ident())
-        if not self.sessions.get(session_key):
-            return False
-        self.sessions[session_key].pop()
-        return True
-
-    def list_sessions(self):
-        return sorted(self.sessions)
 
 
 def chain_with_history(store: Any, seen: list[list[Any]]) -> Any:

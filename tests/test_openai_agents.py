@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from turnlog import ChatMessage, SessionBackend
+from _thread_backend import ThreadRecordingBackend
+from turnlog import ChatMessage
 
 try:
     from agents import Agent, ModelResponse, RunConfig, Runner, Usage, function_tool
@@ -345,35 +346,6 @@ class TestProtocol:
         run(session.add_items([{"role": "user", "content": "hi"}]))
         with open(tmp_path / "ws" / "sessions" / "s.jsonl", encoding="utf-8") as file:
             assert file.read() == '{"role":"user","content":"hi"}\n'
-
-
-class ThreadRecordingBackend(SessionBackend):
-    """An in-memory backend that records the thread of every call."""
-
-    def __init__(self) -> None:
-        self.sessions: dict[str, list[ChatMessage]] = {}
-        self.threads: set[int] = set()
-
-    def load(self, session_key, limit=None):
-        self.threads.add(threading.get_ident())
-        messages = self.sessions.get(session_key, [])
-        return list(messages[len(messages) - limit :] if limit is not None else messages)
-
-    def append(self, session_key, message):
-        self.threads.add(threading.get_ident())
-        if not isinstance(message, ChatMessage):
-            message = ChatMessage.from_dict(message)
-        self.sessions.setdefault(session_key, []).append(message)
-
-    def remove_last(self, session_key):
-        self.threads.add(threading.get_ident())
-        if not self.sessions.get(session_key):
-            return False
-        self.sessions[session_key].pop()
-        return True
-
-    def list_sessions(self):
-        return sorted(self.sessions)
 
 
 if MISSING is None:
