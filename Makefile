@@ -34,8 +34,22 @@ build-release: install ## build the extension (release, LTO) into .venv, for ben
 test-rust: ## Rust unit tests of the core
 	cargo test --quiet
 
+# The Redis backend's tests start real servers (tests/redis_server.py): install the Debian package
+# when they are missing (as root); otherwise say so, and fail under CI, where they must run.
+.PHONY: redis-server
+redis-server: ## install redis-server and redis-cli (Debian package) if missing, for the Redis tests
+	@if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
+	  else \
+	    echo "redis-server/redis-cli missing: run 'sudo apt-get install redis-server'" \
+	      "(without them the Redis tests skip, or fail when CI is set)" >&2; \
+	    [ -z "$${CI:-}" ]; \
+	  fi; \
+	fi
+
 .PHONY: test-python
-test-python: build-dev ## the Python suite, against the Rust and the pure store, then as the pure fallback
+test-python: build-dev redis-server ## the Python suite, against the Rust and the pure store, then as the pure fallback
 	$(PY) -m pytest
 	TURNLOG_PURE=1 $(PY) -m pytest -q
 
@@ -61,9 +75,14 @@ format: install ## apply rustfmt and ruff format
 demo: build-release ## build a corrupt-laden session and show load and tail read, Rust vs pure; then the CLI
 	$(PY) benches/demo.py
 	@echo; echo "== The same workspace through the turnlog command =="
+	$(VENV)/bin/turnlog -w demo-workspace append telegram_user123 --role user --content "Still there?"
+	@echo '{"role":"assistant","content":"Yes!"}' | $(VENV)/bin/turnlog -w demo-workspace append telegram_user123
+	@echo "(a crash and a stray tool damage the session: a garbage line and a torn record)"
+	@printf 'ERROR connection reset\n{"role":"assistant","content":"I was cut sh' \
+		>> demo-workspace/sessions/telegram_user123.jsonl
 	$(VENV)/bin/turnlog -w demo-workspace ls
-	$(VENV)/bin/turnlog -w demo-workspace doctor telegram_user123 | tail -n 8 || true
-	$(VENV)/bin/turnlog -w demo-workspace show telegram_user123 --tail 3
+	$(VENV)/bin/turnlog -w demo-workspace doctor telegram_user123 || true
+	$(VENV)/bin/turnlog -w demo-workspace show telegram_user123 --tail 2
 	$(VENV)/bin/turnlog -w demo-workspace compact --all
 	$(VENV)/bin/turnlog -w demo-workspace doctor
 	$(VENV)/bin/turnlog bench --messages 50000
@@ -71,7 +90,8 @@ demo: build-release ## build a corrupt-laden session and show load and tail read
 .PHONY: bench
 bench: build-release ## the benchmarks (1M-message corpus) and the ratio table
 	$(PY) benches/compare.py --messages $(BENCH_MESSAGES)
-	$(PY) -m pytest benches --benchmark-only --benchmark-columns=median,iqr,rounds -p no:cacheprovider
+	TURNLOG_BENCH_MESSAGES=$(BENCH_MESSAGES) $(PY) -m pytest benches --benchmark-only \
+		--benchmark-columns=median,iqr,rounds -p no:cacheprovider
 
 .PHONY: bench-peers
 bench-peers: build-release ## turnlog vs LangChain and OpenAI Agents session stores (installs them into .venv)

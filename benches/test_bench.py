@@ -1,7 +1,8 @@
 """pytest-benchmark benchmarks of each store: ``pytest benches --benchmark-only``.
 
-They run on a 100,000-message corpus (``TURNLOG_BENCH_MESSAGES`` sets another size). Each records
-``extra_info["correct"]``: whether the result matches what the pure store gives.
+They run on a 100,000-message corpus by default (``TURNLOG_BENCH_MESSAGES`` sets another size;
+``make bench`` uses 1,000,000). Each records ``extra_info["correct"]``: whether the result
+matches what the pure store gives.
 """
 
 from __future__ import annotations

@@ -38,22 +38,48 @@ impl Batch {
         };
         let mut scratch = String::new();
         lines::for_each_line(block, |line| {
-            if let Some(parsed) = record::parse(line) {
-                let role = batch.push(parsed.role.decode_into(&mut scratch));
-                let content = batch.push(parsed.content.decode_into(&mut scratch));
-                let extra = parsed
-                    .extra
-                    .into_iter()
-                    .map(|(name, value)| (name.into_owned(), value.into_owned()))
-                    .collect();
-                batch.messages.push(Message {
-                    role,
-                    content,
-                    extra,
-                });
-            }
+            batch.keep(line, &mut scratch);
         });
         batch
+    }
+
+    /// Parses each of `records` as one whole line (a newline inside one is white space, not a
+    /// line break), as a store that keeps records apart (Redis list elements) reads them.
+    /// Returns the batch of the valid ones and, for each record, the index of its message.
+    pub fn parse_each<'r>(
+        records: impl IntoIterator<Item = &'r [u8]>,
+    ) -> (Batch, Vec<Option<usize>>) {
+        let mut batch = Batch::default();
+        let mut scratch = String::new();
+        let positions = records
+            .into_iter()
+            .map(|record| {
+                batch
+                    .keep(record, &mut scratch)
+                    .then(|| batch.messages.len() - 1)
+            })
+            .collect();
+        (batch, positions)
+    }
+
+    /// Adds `line` if it is a valid message; whether it was.
+    fn keep(&mut self, line: &[u8], scratch: &mut String) -> bool {
+        let Some(parsed) = record::parse(line) else {
+            return false;
+        };
+        let role = self.push(parsed.role.decode_into(scratch));
+        let content = self.push(parsed.content.decode_into(scratch));
+        let extra = parsed
+            .extra
+            .into_iter()
+            .map(|(name, value)| (name.into_owned(), value.into_owned()))
+            .collect();
+        self.messages.push(Message {
+            role,
+            content,
+            extra,
+        });
+        true
     }
 
     fn push(&mut self, text: &str) -> Range<usize> {
@@ -72,14 +98,16 @@ impl Batch {
 }
 
 /// Reads `[start, end)` of `file` in blocks, hands each parsed [`Batch`] to `on_batch`, in file
-/// order, until it breaks; large ranges are read and parsed ahead on a second thread.
+/// order, until it breaks; large ranges are read and parsed ahead on a second thread. Reading
+/// and parsing happen inside `wait.blocking` (see [`lines::read_ahead`]).
 pub fn load(
     file: &File,
     start: u64,
     end: u64,
     on_batch: impl FnMut(Batch) -> ControlFlow<()>,
+    wait: &mut impl lines::Wait,
 ) -> io::Result<()> {
-    lines::read_ahead(file, start, end, Batch::parse, on_batch)
+    lines::read_ahead(file, start, end, Batch::parse, on_batch, wait)
 }
 
 #[cfg(test)]
@@ -99,5 +127,19 @@ mod tests {
             batch.messages[1].extra,
             vec![("n".to_owned(), Value::Array(vec![Value::Int("1".into())]))]
         );
+    }
+
+    #[test]
+    fn parse_each_keeps_records_apart() {
+        let records: [&[u8]; 4] = [
+            b"{\"role\":\"user\",\n\"content\":\"a\"}",
+            b"junk",
+            b"{\"role\":\"x\",\"content\":\"b\"}\n{\"role\":\"x\",\"content\":\"c\"}",
+            b" {\"role\":\"x\",\"content\":\"d\"}\r\n",
+        ];
+        let (batch, positions) = Batch::parse_each(records);
+        assert_eq!(positions, vec![Some(0), None, None, Some(1)]);
+        assert_eq!(batch.content(&batch.messages[0]), "a");
+        assert_eq!(batch.content(&batch.messages[1]), "d");
     }
 }

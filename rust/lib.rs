@@ -16,6 +16,7 @@
 pub mod batch;
 pub mod bigint;
 pub mod fdcache;
+pub mod fuzzing;
 pub mod json;
 pub mod keys;
 pub mod lines;

@@ -114,8 +114,26 @@ impl Drop for ActiveScan {
     }
 }
 
+/// How the consumer of a scan waits for blocks: the Python layer holds the GIL while it
+/// consumes and gives it up only for as long as it has to wait (reading, parsing, or the
+/// read-ahead thread being behind).
+pub trait Wait {
+    /// Runs `f`, which blocks.
+    fn blocking<R: Send>(&mut self, f: impl FnOnce() -> R + Send) -> R;
+}
+
+/// Waits with nothing to give up.
+pub struct Plain;
+
+impl Wait for Plain {
+    fn blocking<R: Send>(&mut self, f: impl FnOnce() -> R + Send) -> R {
+        f()
+    }
+}
+
 /// Reads `[start, end)` of `file` in blocks of whole lines, turns each into a `T` with
-/// `process`, and hands those to `consume` in file order until it breaks.
+/// `process`, and hands those to `consume` in file order until it breaks. Reading and `process`
+/// run inside `wait.blocking`; `consume` runs outside it, back to back while blocks are ready.
 ///
 /// For a large range, `process` runs on a second thread, one block ahead, so reading and
 /// processing overlap with what `consume` does (building Python objects, writing a file). Not
@@ -127,19 +145,23 @@ pub fn read_ahead<T: Send>(
     end: u64,
     mut process: impl FnMut(&[u8]) -> T + Send,
     mut consume: impl FnMut(T) -> ControlFlow<()>,
+    wait: &mut impl Wait,
 ) -> io::Result<()> {
     let active = ActiveScan::enter();
     if end.saturating_sub(start) < READ_AHEAD_MIN_BYTES || active.others > 0 {
         let mut reader = Forward::new(file, start, end);
-        while let Some(block) = reader.next_block()? {
-            if consume(process(block)).is_break() {
-                break;
+        loop {
+            let next = wait.blocking(|| reader.next_block().map(|block| block.map(&mut process)));
+            let Some(item) = next? else {
+                return Ok(());
+            };
+            if consume(item).is_break() {
+                return Ok(());
             }
         }
-        return Ok(());
     }
     std::thread::scope(|scope| {
-        let (sender, receiver) = mpsc::sync_channel::<io::Result<T>>(1);
+        let (sender, mut receiver) = mpsc::sync_channel::<io::Result<T>>(1);
         scope.spawn(move || {
             let mut reader = Forward::new(file, start, end);
             loop {
@@ -155,13 +177,28 @@ pub fn read_ahead<T: Send>(
                 }
             }
         });
-        for item in receiver {
+        loop {
+            let next = match receiver.try_recv() {
+                Ok(item) => Some(item),
+                Err(mpsc::TryRecvError::Disconnected) => None,
+                Err(mpsc::TryRecvError::Empty) => {
+                    // The receiver goes into the wait and comes back: it is Send, not Sync.
+                    let (back, item) = wait.blocking(move || {
+                        let item = receiver.recv().ok();
+                        (receiver, item)
+                    });
+                    receiver = back;
+                    item
+                }
+            };
+            // Returning drops the receiver, which ends the reader at its next send.
+            let Some(item) = next else {
+                return Ok(());
+            };
             if consume(item?).is_break() {
-                // Dropping the receiver ends the reader at its next send.
-                break;
+                return Ok(());
             }
         }
-        Ok(())
     })
 }
 

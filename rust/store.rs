@@ -81,6 +81,15 @@ fn not_a_session_file() -> io::Error {
     io::Error::from_raw_os_error(libc::EINVAL)
 }
 
+/// What an [`Store::append`] found and did besides writing its records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Appended {
+    /// The append created the session's file.
+    pub created: bool,
+    /// The file ended in a torn line (a writer died mid-line): a newline went first.
+    pub repaired_torn_tail: bool,
+}
+
 /// A session file held under an exclusive `flock`; dropping it closes the file and unlocks.
 struct Locked {
     file: File,
@@ -231,12 +240,10 @@ impl Store {
     /// Appends encoded records (each ending in a newline) with one locked write. A torn last
     /// line gets its newline first, in the same write, so the record never joins it. On a
     /// failed write the file is cut back to its old length.
-    ///
-    /// Returns whether the append created the session's file.
-    pub fn append(&self, key: &str, records: &[u8]) -> Result<bool> {
+    pub fn append(&self, key: &str, records: &[u8]) -> Result<Appended> {
         let path = self.path(key)?;
         if records.is_empty() {
-            return Ok(false);
+            return Ok(Appended::default());
         }
         let cached = match self.open_files.take(&path) {
             Some(file) => lock_open(file, &path, false).at(&path)?,
@@ -277,7 +284,10 @@ impl Store {
         // Kept open for the next append, unlocked: only a held lock excludes other writers.
         flock(&file, libc::LOCK_UN).at(&path)?;
         self.open_files.put(path, file);
-        Ok(created)
+        Ok(Appended {
+            created,
+            repaired_torn_tail: torn,
+        })
     }
 
     /// Atomically replaces the locked file at `path` with what `write` produces: a temp file
@@ -409,14 +419,22 @@ impl Store {
                 let mut kept = Vec::with_capacity(block.len());
                 compact_block(block, &mut kept).map(|()| kept)
             };
-            lines::read_ahead(&locked.file, 0, locked.len, compacted, |kept| {
+            let write = |kept: io::Result<Vec<u8>>| {
                 written = kept.and_then(|kept| out.write_all(&kept));
                 if written.is_ok() {
                     ControlFlow::Continue(())
                 } else {
                     ControlFlow::Break(())
                 }
-            })?;
+            };
+            lines::read_ahead(
+                &locked.file,
+                0,
+                locked.len,
+                compacted,
+                write,
+                &mut lines::Plain,
+            )?;
             written
         })
     }
@@ -485,7 +503,7 @@ impl Store {
             let Some((file, path)) = self.open(key)? else {
                 continue;
             };
-            let len = file.metadata().at(&path)?.len();
+            let len = snapshot_len(&file).at(&path)?;
             if query.matches_file(&file, len).at(&path)? {
                 found.push(key.clone());
             }
@@ -498,8 +516,9 @@ impl Store {
         let Some((file, path)) = self.open(key)? else {
             return Ok(None);
         };
+        let len = snapshot_len(&file).at(&path)?;
         let meta = file.metadata().at(&path)?;
-        let count = count_valid(&file, meta.len()).at(&path)?;
+        let count = count_valid(&file, len).at(&path)?;
         let mtime = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
         Ok(Some((count, mtime)))
     }
@@ -543,11 +562,19 @@ pub fn count_valid(file: &File, len: u64) -> io::Result<usize> {
     Ok(count)
 }
 
-/// The byte range holding the newest `limit` valid messages of an open session file, read
-/// under a shared lock so that no writer truncates it meanwhile.
-pub fn tail_range(file: &File, limit: usize) -> io::Result<(u64, u64)> {
+/// Takes a shared lock on an open session file, held until the file is closed, and returns its
+/// length. While it is held no writer cuts the file in place (`remove_last`, `clear_messages`),
+/// so a read of `[0, len)` sees whole lines as they were written, never the head of one line
+/// and the tail of a later one. Appends wait for it too; rewrites never touch this inode.
+pub fn snapshot_len(file: &File) -> io::Result<u64> {
     flock(file, libc::LOCK_SH)?;
-    let len = file.metadata()?.len();
+    Ok(file.metadata()?.len())
+}
+
+/// The byte range holding the newest `limit` valid messages of an open session file, read
+/// under a shared lock ([`snapshot_len`]).
+pub fn tail_range(file: &File, limit: usize) -> io::Result<(u64, u64)> {
+    let len = snapshot_len(file)?;
     let spans = lines::last_valid(file, len, limit)?;
     let range = spans.first().map_or((len, len), |first| (first.start, len));
     Ok(range)
@@ -615,11 +642,15 @@ mod tests {
         let (store, dir) = store();
         let path = store.path("s").unwrap();
         fs::write(&path, b"{\"role\":\"user\",\"con").unwrap();
-        store.append("s", A).unwrap();
+        let appended = store.append("s", A).unwrap();
+        assert!(appended.repaired_torn_tail && !appended.created);
         assert_eq!(
             fs::read(&path).unwrap(),
             [&b"{\"role\":\"user\",\"con\n"[..], A].concat()
         );
+        assert_eq!(store.append("s", A).unwrap(), Appended::default());
+        let created = store.append("t", A).unwrap();
+        assert!(created.created && !created.repaired_torn_tail);
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -37,8 +37,7 @@ def append_many_numbered(workspace, key, writer, count, barrier, results):
 
 def migrate_forever(source_workspace, target_workspace):
     """Migrate a JSONL workspace into SQLite (the test kills this process part way)."""
-    from turnlog import SessionStore
-    from turnlog.migrate import migrate
+    from turnlog import SessionStore, migrate
     from turnlog.sqlite import SqliteSessionBackend
 
     migrate(SessionStore(source_workspace), SqliteSessionBackend(target_workspace))

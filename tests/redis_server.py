@@ -11,7 +11,8 @@ and joins them with ``redis-cli --cluster create ... --cluster-replicas 0``.
 fails, so CI never skips the Redis tests silently. ``shared_server()`` is one standalone server
 per test process (stopped at exit), for the shared backend tests.
 
-Also the process body of the concurrent ``remove_last`` test (importable in "spawn" children).
+Also the process bodies of the concurrent ``remove_last`` test and of the restart test
+(importable in "spawn" children).
 """
 
 from __future__ import annotations
@@ -290,3 +291,67 @@ def remove_worker(
         results.put((os.getpid(), answers, None))
     except BaseException:
         results.put((os.getpid(), answers, traceback.format_exc()))
+
+
+def message_text(writer: int, turn: int, kind: str) -> str:
+    """The content of writer ``writer``'s message of ``turn``: ``kind`` ``m`` (kept) or ``r``
+    (rolled back)."""
+    return f"w{writer} {turn:06d} {kind}"
+
+
+def restart_writer(url: str, prefix: str, me: int, writers: int, stop: Any, log: Any) -> None:
+    """One chat worker of the restart test, until ``stop`` is set.
+
+    Each turn it appends a message ``m`` to its own session ``w<me>``; every other turn it then
+    appends a message ``r`` and rolls it back with ``remove_last``. Between turns it sets the
+    turn state of its neighbour's session, so other clients write to every session between a
+    write and redis-py's resend of it. redis-py retries on connection errors (the server is
+    killed and restarted meanwhile); a call that still fails is not acknowledged, and the worker
+    goes on with new messages (it never sends one again). Each acknowledged operation is reported
+    on ``log`` as soon as it returns: ``("m" | "rolled", me, turn)``; then ``("done", me,
+    retried connection errors)``, or ``("error", me, traceback)``.
+    """
+    try:
+        from redis.backoff import ExponentialBackoff
+        from redis.retry import Retry
+
+        from turnlog import ChatMessage
+        from turnlog.redis_backend import RedisSessionBackend, RedisUnavailableError
+
+        retried = 0
+
+        class CountingRetry(Retry):
+            """Retry, counting the connection errors after which redis-py retried (its copies
+            in every connection count here too)."""
+
+            def call_with_retry(
+                self, do: Any, fail: Any, is_retryable: Any = None, with_failure_count: bool = False
+            ) -> Any:
+                def failed(error: Exception, *count: int) -> Any:
+                    nonlocal retried
+                    retried += 1
+                    return fail(error, *count)
+
+                return super().call_with_retry(do, failed, is_retryable, with_failure_count)
+
+        retry = CountingRetry(ExponentialBackoff(cap=0.05, base=0.005), 200)
+        session, neighbour = f"w{me}", f"w{(me + 1) % writers}"
+        with RedisSessionBackend(url, prefix=prefix, retry=retry, socket_timeout=10) as backend:
+            turn = 0
+            while not stop.is_set():
+                turn += 1
+                try:
+                    backend.append(session, ChatMessage.user(message_text(me, turn, "m")))
+                    log.put(("m", me, turn))
+                    if turn % 2 == 0:
+                        text = message_text(me, turn, "r")
+                        backend.append(session, ChatMessage.assistant(text))
+                        # The session's newest message is that r: only this worker appends here.
+                        if backend.remove_last(session):
+                            log.put(("rolled", me, turn))
+                    backend.set_session_state(neighbour, "running" if turn % 2 else "idle")
+                except RedisUnavailableError:
+                    time.sleep(0.01)  # not acknowledged: the next turn sends new messages
+        log.put(("done", me, retried))
+    except BaseException:
+        log.put(("error", me, traceback.format_exc()))

@@ -1,5 +1,5 @@
 """One behaviour, every backend: the same calls answer the same way on the Rust JSONL store, the
-pure JSONL store and ``SqliteSessionBackend``.
+pure JSONL store, ``SqliteSessionBackend`` and ``RedisSessionBackend``.
 
 Tests of metadata the JSONL stores do not keep yet (names, alias, context, state, search, stale
 cleanup) run on every backend that implements the method itself and skip on one that still has
@@ -11,14 +11,14 @@ from __future__ import annotations
 import math
 import random
 from collections import OrderedDict
-from datetime import timezone
+from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
 
 import pytest
 
 import turnlog
 from _backends import BACKENDS, close, dump, make_backend, require
-from turnlog import ChatMessage, SessionQuery
+from turnlog import ChatMessage, SessionQuery, SessionState
 
 U = ChatMessage.user
 A = ChatMessage.assistant
@@ -108,8 +108,10 @@ def test_append_and_load_in_order(backend):
     assert backend.session_exists("s")
 
 
-@pytest.mark.parametrize("limit", [0, 1, 2, 5, 6, 1000])
-def test_limit(backend, limit):
+@pytest.mark.parametrize("limit", [0, 1, 2, 5, 6, 1000, 2**63, 2**64])
+def test_limit(backend, kind, limit):
+    """A limit past any session's length (SQLite's and Redis's int64 included) means every
+    message."""
     messages = [U(f"m{i}") for i in range(5)]
     for message in messages:
         backend.append("s", message)
@@ -442,6 +444,45 @@ def test_state_cycle(backend):
     assert backend.get_session_state("s").state == "idle"
 
 
+def test_set_session_times(backend):
+    """What an importer sets (``turnlog.migrate`` moves a session's times with it): the getters,
+    stuck turns and stale cleanup then all go by the times given."""
+    old = datetime(2020, 5, 1, 8, 30, 0, 123456, tzinfo=timezone.utc)
+    backend.append("s", U("x"))
+    backend.set_session_state("s", "running", "t")
+    backend.append("idle", U("y"))
+    assert backend.set_session_times(
+        "s",
+        created_at=old,
+        last_activity=old + timedelta(hours=2),
+        turn_started_at=old + timedelta(hours=1),
+    )
+    metadata = backend.get_session_metadata("s")
+    assert (metadata.created_at, metadata.last_activity) == (old, old + timedelta(hours=2))
+    assert metadata.message_count == 1
+    assert backend.get_session_state("s") == SessionState("running", "t", old + timedelta(hours=1))
+    assert [m.key for m in backend.list_stuck_sessions(3600)] == ["s"]
+    assert backend.load("s") == [U("x")]
+    # None leaves a time as it is; an idle session has no turn to date.
+    tokyo = timezone(timedelta(hours=9))
+    assert backend.set_session_times("s", last_activity=datetime(2021, 1, 1, 9, tzinfo=tokyo))
+    metadata = backend.get_session_metadata("s")
+    assert metadata.created_at == old
+    assert metadata.last_activity == datetime(2021, 1, 1, tzinfo=timezone.utc)
+    assert backend.set_session_times("idle", turn_started_at=old)
+    assert backend.get_session_state("idle") == SessionState("idle")
+    assert backend.set_session_times("missing", created_at=old) is False
+    assert not backend.session_exists("missing")
+    before = dump(backend), backend.get_session_metadata("s")
+    with pytest.raises(ValueError, match="timezone-aware"):
+        backend.set_session_times("s", created_at=old, last_activity=datetime(2020, 1, 1))
+    with pytest.raises(TypeError):
+        backend.set_session_times("s", turn_started_at="2020-01-01T00:00:00+00:00")
+    assert (dump(backend), backend.get_session_metadata("s")) == before
+    assert backend.cleanup_stale(24) == 1
+    assert backend.list_sessions() == ["idle"]
+
+
 def test_delete_removes_metadata(backend):
     require(backend, "set_session_name")
     backend.append("s", U("x"))
@@ -459,6 +500,8 @@ def test_search_finds_sessions(backend):
     found = backend.search(SessionQuery(keyword="failed"))
     assert [m.key for m in found] == ["a"]
     assert backend.search(SessionQuery(keyword="nothing-like-this")) == []
+    assert backend.search(SessionQuery(keyword="failed", limit=2**64)) == found
+    assert len(backend.search(SessionQuery(limit=2**64))) == 2
 
 
 SEARCH_CONTENTS = {
@@ -469,6 +512,7 @@ SEARCH_CONTENTS = {
     "symbols": ['say "hi" AND bye (NEAR) 50% off_peak \\ done', "tab\there"],
     "odd": ["300 \u212aELVIN \u0130stanbul", "😀 emoji 👩‍💻 ZWJ"],
     "extra": [ChatMessage("user", "plain", note="deployment failed")],
+    "nul": ["before\x00after the NUL", "x\x00"],
 }
 SEARCH_KEYWORDS = [
     "deployment failed",
@@ -499,6 +543,9 @@ SEARCH_KEYWORDS = [
     "👩‍💻",
     "tab\there",
     "note",
+    "after",
+    "before nul",
+    "e\x00a",
     "user",
     "zzz",
     "no such words",

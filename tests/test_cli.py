@@ -5,13 +5,16 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
 import turnlog
+from redis_server import free_port, in_ci, shared_server
 from turnlog import ChatMessage, _format, cli
 from turnlog._cli_table import Progress, human_size, printable, render_table
 from turnlog.cli import main
@@ -108,12 +111,16 @@ def test_ls_table_and_json(capsys, ws, store):
         ("messages", ["b", "c", "a"]),
         ("size", ["c", "b", "a"]),
         ("activity", ["c", "a", "b"]),
+        ("corrupt", ["a", "c", "b"]),
     ],
 )
 def test_ls_sort(capsys, ws, store, sort, order):
     store.append_many("a", [U("x")])
     store.append_many("b", [U("x")] * 5)
     store.append_many("c", [U("x" * 500)] * 3)
+    for key, garbage in (("a", b"x\ny\n"), ("c", b"z\n")):  # corrupt lines: a 2, c 1, b 0
+        with open(transcript(ws, key), "ab") as file:
+            file.write(garbage)
     for key, when in (("a", 2_000_000_000), ("b", 1_000_000_000), ("c", 3_000_000_000)):
         os.utime(transcript(ws, key), (when, when))
     status, out, _ = run(capsys, *in_ws(ws, "ls", "--json", "--sort", sort))
@@ -146,18 +153,55 @@ def test_workspace_from_environment_then_current_folder(capsys, ws, store, monke
     assert status == 0 and [e["key"] for e in json.loads(out)] == ["k"]
 
 
-def test_reading_commands_never_create_a_workspace(capsys, tmp_path):
+READS = (["ls"], ["show", "k"], ["doctor"], ["export", "k"], ["compact", "--all"], ["rm", "k"])
+
+
+@pytest.mark.parametrize("backend", ["jsonl", "sqlite"])
+def test_a_missing_workspace_is_an_error(capsys, tmp_path, backend):
     missing = tmp_path / "nothing-here"
-    for argv in (["ls"], ["show", "k"], ["doctor"], ["export", "k"], ["compact", "--all"]):
-        status, out, err = run(capsys, *in_ws(missing, *argv))
+    for argv in READS:
+        if backend == "sqlite" and argv == ["doctor"]:
+            continue  # a usage error there: doctor reads JSONL files only
+        status, out, err = run(capsys, "--backend", backend, *in_ws(missing, *argv))
         assert status == 1 and out == ""
-        assert_one_error_line(err, "no workspace at")
+        assert_one_error_line(err, f"no workspace at {missing}: no such folder")
     assert not missing.exists()
-    missing.mkdir()
-    status, _, err = run(capsys, *in_ws(missing, "ls"))
-    assert status == 1
-    assert_one_error_line(err, "sessions", "TURNLOG_WORKSPACE")
-    assert list(missing.iterdir()) == []
+    (tmp_path / "file").write_text("")
+    status, out, err = run(capsys, *in_ws(tmp_path / "file", "ls"))
+    assert status == 1 and out == ""
+    assert_one_error_line(err, "not a folder")
+
+
+@pytest.mark.parametrize("backend", ["jsonl", "sqlite"])
+def test_a_folder_without_sessions_is_an_empty_workspace(capsys, tmp_path, backend):
+    if backend == "sqlite":
+        pytest.importorskip("turnlog.sqlite")
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    within = ["--backend", backend, *in_ws(fresh)]
+    status, out, err = run(capsys, *within, "ls")
+    assert status == 0 and err == ""
+    header, rule, summary = out.splitlines()
+    assert header.startswith("KEY") and set(rule) <= {"-", " "}
+    assert summary.startswith("0 sessions") and summary.endswith(f"({fresh} has no sessions yet)")
+    for argv in (["ls", "--json"], ["--json", "ls"], ["compact", "--all", "--json"]):
+        assert run(capsys, *within, *argv) == (0, "[]\n", "")
+    assert run(capsys, *within, "compact", "--all") == (
+        0,
+        f"nothing to compact: no sessions in {fresh}\n",
+        "",
+    )
+    if backend == "jsonl":  # doctor reads JSONL files only
+        status, out, err = run(capsys, *within, "doctor")
+        assert (status, out, err) == (0, f"nothing to check: no sessions in {fresh}\n", "")
+        status, out, _ = run(capsys, *within, "doctor", "--json")
+        assert status == 0
+        assert json.loads(out) == {"sessions": [], "corrupt_lines": 0, "damaged_sessions": 0}
+    for argv in (["show", "k"], ["export", "k"], ["rm", "k"], ["compact", "k"]):
+        status, out, err = run(capsys, *within, *argv)
+        assert status == 1 and out == ""
+        assert_one_error_line(err, f"no session 'k' in {fresh}")
+    assert list(fresh.iterdir()) == []  # nothing was created
 
 
 # --- show ---------------------------------------------------------------------------------------
@@ -192,6 +236,142 @@ def test_show_missing_session(capsys, ws, store):
     status, out, err = run(capsys, *in_ws(ws, "show", "nope"))
     assert status == 1 and out == ""
     assert_one_error_line(err, "no session 'nope'")
+
+
+@pytest.mark.parametrize("backend", ["jsonl", "sqlite"])
+def test_show_tail_zero_and_huge(capsys, ws, backend):
+    if backend == "sqlite":
+        pytest.importorskip("turnlog.sqlite")
+    within = ["--backend", backend, *in_ws(ws)]
+    for content in ("one", "two"):
+        assert run(capsys, *within, "append", "k", "--role", "user", "--content", content)[0] == 0
+    assert run(capsys, *within, "show", "k", "--tail", "0") == (0, "", "")
+    assert run(capsys, *within, "show", "k", "--tail", "0", "--json") == (0, "[]\n", "")
+    everything = "[1] user: one\n[2] user: two\n"
+    # Past a 64-bit integer (where SQLite overflowed): every message.
+    for huge in ("99999999999999999999999", str(sys.maxsize + 1), "1" + "0" * 400):
+        assert run(capsys, *within, "show", "k", "--tail", huge) == (0, everything, "")
+    assert run(capsys, *within, "show", "k", "--tail", str(sys.maxsize)) == (0, everything, "")
+    status, out, _ = run(
+        capsys, *within, "show", "k", "--tail", "99999999999999999999999", "--json"
+    )
+    assert status == 0 and len(json.loads(out)) == 2
+    status, out, err = run(capsys, *within, "show", "k", "--tail", "-1")
+    assert status == 2 and out == ""
+    assert_one_error_line(err, "show: argument --tail: must not be negative, got -1")
+
+
+# --- unreadable session files -------------------------------------------------------------------
+
+
+def as_an_ordinary_user() -> list[str]:
+    """A command prefix under which a ``chmod 000`` file cannot be read, as for any user but
+    root. The tests run as root, which reads it anyway through CAP_DAC_OVERRIDE and
+    CAP_DAC_READ_SEARCH: setpriv runs the command without them."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        reason = "setpriv (util-linux) is needed to drop root's right to read any file"
+        if in_ci():
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    return [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
+
+
+@pytest.fixture
+def unreadable(ws, store) -> Path:
+    """Sessions a, b (unreadable: mode 000) and c; b's path."""
+    for key in ("a", "b", "c"):
+        store.append_many(key, [U("hello"), A("hi")])
+    with open(transcript(ws, "c"), "ab") as file:
+        file.write(b"garbage\n")
+    path = transcript(ws, "b")
+    path.chmod(0)
+    return path
+
+
+def test_show_and_export_refuse_an_unreadable_session(ws, unreadable):
+    for argv in (
+        ["show", "b"],
+        ["show", "b", "--json"],
+        ["--json", "show", "b", "--tail", "1"],
+        ["export", "b"],
+        ["export", "b", "--format", "markdown"],
+    ):
+        done = turnlog_process("-w", str(ws), *argv, prefix=as_an_ordinary_user())
+        assert done.returncode == 1 and done.stdout == "", argv
+        assert_one_error_line(
+            done.stderr, f"cannot read session 'b': Permission denied: {unreadable}"
+        )
+
+
+def test_ls_shows_an_unreadable_session_and_fails(ws, unreadable):
+    done = turnlog_process("-w", str(ws), "ls", prefix=as_an_ordinary_user())
+    assert done.returncode == 1
+    assert_one_error_line(done.stderr, "session 'b': cannot read: Permission denied")
+    _, _, *rows, summary = done.stdout.splitlines()
+    assert [row.split()[0] for row in rows] == ["a", "b", "c"]
+    b_row = rows[1].split()
+    assert b_row[1] == "?" and b_row[-1] == "?"
+    assert b_row[2:4] == human_size(unreadable.stat().st_size).split()
+    assert rows[2].split()[-1] == "1"
+    assert summary.startswith("3 sessions, ") and "1 corrupt line, 1 unreadable" in summary
+
+    done = turnlog_process(
+        "-w", str(ws), "ls", "--json", "--sort", "corrupt", prefix=as_an_ordinary_user()
+    )
+    assert done.returncode == 1
+    assert_one_error_line(done.stderr, "session 'b'")
+    listed = json.loads(done.stdout)
+    assert [entry["key"] for entry in listed] == ["b", "c", "a"]  # the most damaged first
+    b, c, _ = listed
+    assert b["error"] == "cannot read: Permission denied" and c["error"] is None
+    assert b["messages"] is b["lines"] is b["corrupt_lines"] is None
+    assert b["size"] == unreadable.stat().st_size
+    assert b["last_activity"] is not None  # the file's mtime, as for any session
+
+
+def test_compact_all_goes_on_past_an_unreadable_session(ws, unreadable):
+    data = unreadable.read_bytes()
+    done = turnlog_process("-w", str(ws), "compact", "--all", prefix=as_an_ordinary_user())
+    assert done.returncode == 1
+    assert_one_error_line(
+        done.stderr, f"cannot compact session 'b': Permission denied: {unreadable}"
+    )
+    assert [row.split()[0] for row in done.stdout.splitlines()[2:-1]] == ["a", "c"]
+    assert done.stdout.splitlines()[-1] == "compacted 2 sessions: removed 1 line; 1 failed"
+    assert b"garbage" not in transcript(ws, "c").read_bytes()  # compacted after b failed
+    assert unreadable.read_bytes() == data
+
+    done = turnlog_process(
+        "-w", str(ws), "--json", "compact", "--all", prefix=as_an_ordinary_user()
+    )
+    assert done.returncode == 1 and done.stderr.count("\n") == 1
+    results = {result["key"]: result for result in json.loads(done.stdout)}
+    assert results["a"]["error"] is None and results["c"]["lines_removed"] == 0
+    assert results["b"]["error"] == f"Permission denied: {unreadable}"
+    assert results["b"]["lines_removed"] is None
+
+
+def test_compact_reports_every_failure(capsys, ws, store, monkeypatch):
+    for key in ("a", "b", "c", "d"):
+        store.append(key, U("x"))
+    real = turnlog.SessionStore.compact
+
+    def compact(self, key):
+        if key in ("b", "d"):
+            raise OSError(28, "No space left on device")
+        return real(self, key)
+
+    monkeypatch.setattr(turnlog.SessionStore, "compact", compact)
+    status, out, err = run(capsys, *in_ws(ws, "compact", "a", "b", "c", "d"))
+    assert status == 1
+    assert err.splitlines() == [
+        "turnlog: error: cannot compact session 'b': [Errno 28] No space left on device",
+        "turnlog: error: cannot compact session 'd': [Errno 28] No space left on device",
+    ]
+    assert out.splitlines()[-1] == "compacted 2 sessions: removed 0 lines; 2 failed"
 
 
 # --- append -------------------------------------------------------------------------------------
@@ -572,6 +752,174 @@ def test_bench_table(capsys, monkeypatch):
     assert f"] {steps}/{steps}" in drawn and drawn.endswith("\r\x1b[K")
 
 
+# --- --json on every command --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["ls"],
+        ["show", "k"],
+        ["doctor"],
+        ["compact", "k"],
+        ["compact", "--all"],
+        ["append", "new", "--role", "user", "--content", "x"],
+        ["rm", "k"],
+        ["export", "k"],
+    ],
+)
+def test_json_is_accepted_by_every_command_before_or_after_it(capsys, ws, store, argv, where):
+    store.append_many("k", [U("hello"), A("hi")])
+    full = ["--json", *argv] if where == "before" else [*argv, "--json"]
+    status, out, err = run(capsys, *in_ws(ws, *full))
+    assert status == 0 and err == ""
+    json.loads(out)
+
+
+def test_append_and_rm_print_a_json_result(capsys, ws, store, monkeypatch):
+    argv = ["--json", "append", "k", "--role", "user", "--content", "x"]
+    status, out, _ = run(capsys, *in_ws(ws, *argv))
+    assert status == 0 and json.loads(out) == {"key": "k", "appended": 1}
+    monkeypatch.setattr(
+        sys, "stdin", io.StringIO('[{"role":"user","content":"a"}, {"role":"user","content":"b"}]')
+    )
+    status, out, _ = run(capsys, *in_ws(ws, "append", "j", "-", "--json"))
+    assert status == 0 and json.loads(out) == {"key": "j", "appended": 2}
+    status, out, _ = run(capsys, *in_ws(ws, "rm", "k", "j", "--json"))
+    assert status == 0 and json.loads(out) == {"removed": ["k", "j"]}
+    assert store.list_sessions() == []
+
+
+def test_export_json_is_the_json_format(capsys, ws, store):
+    store.append_many("k", [U("hello"), A("hi")])
+    as_format = run(capsys, *in_ws(ws, "export", "k", "--format", "json"))
+    assert run(capsys, *in_ws(ws, "export", "k", "--json")) == as_format
+    assert run(capsys, *in_ws(ws, "--json", "export", "k", "--format", "json")) == as_format
+    status, out, err = run(capsys, *in_ws(ws, "export", "k", "--json", "--format", "markdown"))
+    assert status == 2 and out == ""
+    assert_one_error_line(err, "export: --json writes JSON; it cannot go with --format markdown")
+
+
+def test_errors_stay_on_stderr_with_json(capsys, ws, store):
+    store.append("k", U("x"))
+    status, out, err = run(capsys, *in_ws(ws, "--json", "show", "nope"))
+    assert status == 1 and out == ""
+    assert_one_error_line(err, "no session 'nope'")
+
+
+# --- the Redis backend --------------------------------------------------------------------------
+
+
+def need_redis_py() -> None:
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        if in_ci():
+            raise
+        pytest.skip("redis-py is not installed (pip install 'turnlog[redis]')")
+
+
+@pytest.fixture
+def on_redis() -> list[str]:
+    """The options for a real Redis server, under a prefix of this test's own."""
+    need_redis_py()
+    server = shared_server()
+    prefix = f"turnlog-cli-{uuid.uuid4().hex}:"
+    return ["--backend", "redis", "--redis-url", server.url, "--redis-prefix", prefix]
+
+
+def test_redis_backend(capsys, on_redis):
+    argv = on_redis
+    assert run(capsys, *argv, "ls", "--json") == (0, "[]\n", "")
+    status, out, _ = run(capsys, *argv, "append", "k", "--role", "user", "--content", "hello")
+    assert (status, out) == (0, "appended 1 message to 'k'\n")
+    status, out, _ = run(
+        capsys, *argv, "--json", "append", "k", "--role", "assistant", "--content", "hi"
+    )
+    assert status == 0 and json.loads(out) == {"key": "k", "appended": 1}
+    status, out, _ = run(capsys, *argv, "ls", "--json")
+    (entry,) = json.loads(out)
+    assert entry["key"] == "k" and entry["messages"] == 2 and entry["error"] is None
+    assert entry["size"] is entry["corrupt_lines"] is None
+    status, out, _ = run(capsys, *argv, "ls")
+    assert status == 0 and out.splitlines()[-1] == "1 session"
+    assert run(capsys, *argv, "show", "k") == (0, "[1] user: hello\n[2] assistant: hi\n", "")
+    assert run(capsys, *argv, "show", "k", "--tail", "1") == (0, "[2] assistant: hi\n", "")
+    assert run(capsys, *argv, "show", "k", "--tail", "0") == (0, "", "")
+    huge = run(capsys, *argv, "show", "k", "--tail", "99999999999999999999999")
+    assert huge == (0, "[1] user: hello\n[2] assistant: hi\n", "")
+    assert json.loads(run(capsys, *argv, "export", "k", "--json")[1]) == [
+        {"role": "user", "content": "hello"},
+        {"role": "assistant", "content": "hi"},
+    ]
+    status, out, _ = run(capsys, *argv, "compact", "--all", "--json")
+    assert status == 0 and [result["key"] for result in json.loads(out)] == ["k"]
+    status, _, err = run(capsys, *argv, "doctor")
+    assert status == 2
+    assert_one_error_line(err, "--backend redis has none")
+    assert json.loads(run(capsys, *argv, "rm", "k", "--json")[1]) == {"removed": ["k"]}
+    status, out, err = run(capsys, *argv, "show", "k")
+    assert status == 1
+    assert_one_error_line(err, "no session 'k' in redis://")
+
+
+def test_redis_url_from_the_environment(capsys, on_redis, monkeypatch):
+    url = on_redis[on_redis.index("--redis-url") + 1]
+    prefix = on_redis[-2:]
+    monkeypatch.setenv("TURNLOG_REDIS_URL", url)
+    assert (
+        run(capsys, "--backend", "redis", *prefix, "append", "k", "--role", "u", "--content", "x")[
+            0
+        ]
+        == 0
+    )
+    assert run(capsys, "--backend", "redis", *prefix, "show", "k") == (0, "[1] u: x\n", "")
+
+
+def test_unreachable_redis_is_one_error_line(capsys):
+    need_redis_py()
+    url = f"redis://user:secret@127.0.0.1:{free_port()}/0"  # nobody listens there
+    status, out, err = run(capsys, "--backend", "redis", "--redis-url", url, "ls")
+    assert status == 1 and out == ""
+    assert_one_error_line(err, "cannot reach Redis at redis://user:***@127.0.0.1:", "refused")
+    assert "secret" not in err
+
+
+def test_bad_redis_url_is_one_error_line(capsys):
+    need_redis_py()
+    status, out, err = run(capsys, "--backend", "redis", "--redis-url", "http://x", "ls")
+    assert status == 1 and out == ""
+    assert_one_error_line(err, "invalid Redis URL or prefix (http://x)")
+
+
+def test_redis_backend_without_redis_py(capsys, monkeypatch):
+    monkeypatch.delitem(sys.modules, "turnlog.redis_backend", raising=False)
+    monkeypatch.setitem(sys.modules, "redis", None)  # import redis fails
+    status, out, err = run(capsys, "--backend", "redis", "ls")
+    assert status == 1 and out == ""
+    assert_one_error_line(err, "the Redis backend is not available", "pip install 'turnlog[redis]'")
+
+
+def test_redis_options_need_the_redis_backend(capsys, ws, store):
+    for option in ("--redis-url", "--redis-prefix"):
+        status, out, err = run(capsys, *in_ws(ws, option, "x", "ls"))
+        assert status == 2 and out == ""
+        assert_one_error_line(err, "--redis-url and --redis-prefix need --backend redis")
+
+
+def test_the_cli_imports_no_third_party_module(ws, store):
+    store.append("k", U("x"))
+    probe = (
+        "import sys; from turnlog.cli import main; "
+        f"status = main(['-w', {str(ws)!r}, 'ls', '--json']); "
+        "print(status, sorted(m for m in ('redis', 'turnlog.redis_backend', 'turnlog.sqlite') "
+        "if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.stdout.splitlines()[-1] == "0 []", done.stderr
+
+
 # --- errors -------------------------------------------------------------------------------------
 
 
@@ -582,12 +930,11 @@ def test_bench_table(capsys, monkeypatch):
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         (["ls", "--colour"], "unrecognized arguments: --colour"),
         (["ls", "--sort", "size", "--sort", "weight"], "ls: argument --sort: invalid choice"),
-        (["show", "k", "--tail", "0"], "show: argument --tail: must be at least 1"),
         (["show", "k", "--tail", "many"], "not a whole number"),
         (["show", ""], "invalid session key '': session key must not be empty"),
         (["show", "x" * 300], "session key is too long"),
         (["export", "k", "--format", "pdf"], "invalid choice: 'pdf'"),
-        (["--backend", "redis", "ls"], "invalid choice: 'redis'"),
+        (["--backend", "mongo", "ls"], "invalid choice: 'mongo'"),
         (["bench", "--messages", "-5"], "must be at least 1"),
         (["rm"], "required: KEY"),
     ],
@@ -671,11 +1018,14 @@ def test_sqlite_backend(capsys, ws):
 # --- as a program -------------------------------------------------------------------------------
 
 
-def turnlog_process(*argv: str, **kwargs) -> subprocess.CompletedProcess[str]:
+def turnlog_process(
+    *argv: str, prefix: list[str] | None = None, **kwargs
+) -> subprocess.CompletedProcess[str]:
+    """``python -m turnlog ARGV`` in a child process (run under the command ``prefix``)."""
     env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
     env.pop("TURNLOG_DEBUG", None)
     return subprocess.run(
-        [sys.executable, "-m", "turnlog", *argv],
+        [*(prefix or []), sys.executable, "-m", "turnlog", *argv],
         capture_output=True,
         text=True,
         encoding="utf-8",
@@ -702,6 +1052,42 @@ def test_python_m_turnlog(ws, store):
     assert_one_error_line(done.stderr, "expected one argument")
     done = turnlog_process("-w", str(ws), "doctor")
     assert done.returncode == 0 and done.stdout.endswith("no damage\n")
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "fragment"),
+    [
+        ("missing workspace", 1, "no workspace at"),
+        ("workspace is a file", 1, "not a folder"),
+        ("append to a workspace that is a file", 1, "workspace is not a directory"),
+        ("bad key", 2, "invalid session key"),
+        ("invalid JSON on stdin", 1, "stdin is not JSON"),
+        ("unreachable Redis", 1, "cannot reach Redis at"),
+    ],
+)
+def test_error_paths_are_one_line_as_a_program(tmp_path, ws, store, case, status, fragment):
+    store.append("k", U("x"))
+    (tmp_path / "file").write_text("")
+    stdin = None
+    argv = {
+        "missing workspace": ["-w", str(tmp_path / "missing"), "ls"],
+        "workspace is a file": ["-w", str(tmp_path / "file"), "show", "k"],
+        "append to a workspace that is a file": [
+            *("-w", str(tmp_path / "file"), "append", "k", "--role", "u", "--content", "x")
+        ],
+        "bad key": ["-w", str(ws), "show", "a/../b" * 100],
+        "invalid JSON on stdin": ["-w", str(ws), "append", "k", "-"],
+        "unreachable Redis": [
+            *("--backend", "redis", "--redis-url", f"redis://127.0.0.1:{free_port()}/0", "ls")
+        ],
+    }[case]
+    if case == "invalid JSON on stdin":
+        stdin = '{"role": "user", "content": '
+    if case == "unreachable Redis":
+        need_redis_py()
+    done = turnlog_process(*argv, input=stdin)
+    assert done.returncode == status and done.stdout == ""
+    assert_one_error_line(done.stderr, fragment)
 
 
 def test_closed_pipe_is_quiet(ws, store):

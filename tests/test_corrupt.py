@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 import _spec
 from _spec import canon_messages, decode_line
+from conftest import require_native
 from turnlog import ChatMessage
 from turnlog import _format as fmt
 
@@ -487,3 +488,28 @@ def test_digit_limit_is_fixed_when_writing(store):
             assert f.read() == b'{"role":"u","content":"c","n":' + b"7" * 4300 + b"}\n"
     finally:
         sys.set_int_max_str_digits(previous)
+
+
+def _native_parse_lines():
+    return require_native().parse_lines
+
+
+def test_native_parse_lines_agrees_on_every_line_kind():
+    """``parse_lines`` (records kept apart, as Redis list elements) is the Rust parser: one
+    result per line, the same message the pure reference reads, ``None`` for a corrupt one."""
+    lines = [line for _, line, _ in LINE_KINDS]
+    native = _native_parse_lines()(lines)
+    assert len(native) == len(lines)
+    assert [m is not None for m in native] == [valid for _, _, valid in LINE_KINDS]
+    expected = [fmt.parse_line(line) for line in lines]
+    assert canon_messages([m for m in native if m]) == canon_messages([m for m in expected if m])
+
+
+@given(st.one_of(fragments_line(), near_valid_line(), st.binary(max_size=40)))
+def test_native_parse_lines_agrees_on_random_records(line):
+    # A newline inside a record is JSON white space there, not a line break.
+    (native,) = _native_parse_lines()([line])
+    reference = fmt.parse_line(line)
+    assert (native is None) == (reference is None)
+    if native is not None:
+        assert canon_messages([native]) == canon_messages([reference])

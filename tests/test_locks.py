@@ -137,13 +137,15 @@ def test_the_stores_exclude_each_other(faultshim, holder, waiter, scenario, tmp_
         assert path.read_bytes() == before and not outcome  # it waits, untouched
         reader, read = in_thread(lambda: store.load(fd.KEY, limit=1))  # a shared lock waits too
         wait_for(lambda: waiters_on(path) == 2, "the tail read waits for the lock")
-        # A full load takes no lock: the old content.
-        assert _spec.canon_messages(store.load(fd.KEY)) == fd.spec_messages(before)
+        full_reader, full = in_thread(lambda: store.load(fd.KEY))  # so does a full load
+        wait_for(lambda: waiters_on(path) == 3, "the full load waits for the lock")
+        assert not read and not full
         result = held.release()
     finally:
         held.close()
     thread.join(30)
     reader.join(30)
+    full_reader.join(30)
     assert result["ok"], result
     assert outcome == {"result": None}
     returned, after = fd.expected_after(scenario)
@@ -158,6 +160,13 @@ def test_the_stores_exclude_each_other(faultshim, holder, waiter, scenario, tmp_
     if HOLDERS[scenario] == RENAME:
         allowed.append(fd.spec_messages(before, 1))
     assert last in allowed
+    # The full load alike, whole: never a mix of the file before and after the change.
+    everything = _spec.canon_messages(full["result"])
+    if HOLDERS[scenario] == RENAME:
+        assert everything == fd.spec_messages(before)
+    else:
+        after_messages = fd.spec_messages(after)
+        assert everything in (after_messages, after_messages + _spec.canon_messages([LATE]))
 
 
 @pytest.mark.parametrize("scenario", ["append", "compact", "remove_last_truncate"])

@@ -221,3 +221,35 @@ def test_deepcopy(cls):
     assert duplicate == message
     duplicate.extra["data"]["a"].append(2)
     assert message.extra == {"data": {"a": [1]}}
+
+
+def test_subclasses_build_and_pickle_as_themselves(cls):
+    class Tagged(cls):
+        pass
+
+    made = [
+        Tagged("user", "a", n=1),
+        Tagged.from_dict({"role": "user", "content": "a", "n": 1}),
+        Tagged.user("a"),
+    ]
+    assert all(type(message) is Tagged for message in made)
+    assert made[0] == made[1] == cls("user", "a", n=1)
+    # A local class cannot be pickled by name; copy goes through the same __reduce__.
+    for again in (copy.copy(made[1]), copy.deepcopy(made[1])):
+        assert type(again) is Tagged and again == made[1]
+    assert type(cls.user("a")) is cls
+
+
+@pytest.mark.parametrize("field", ["role", "content"])
+def test_role_and_content_stay_strings(cls, field):
+    message = cls("user", "a")
+    with pytest.raises(TypeError, match=f"ChatMessage {field} must be str, not int"):
+        setattr(message, field, 1)
+    assert message == cls("user", "a")
+    setattr(message, field, "b")
+    assert getattr(message, field) == "b"
+
+
+def test_lone_surrogate_field_names_are_refused_only_when_written(cls):
+    message = cls.from_dict({"role": "user", "content": "a", "\ud800": 1})
+    assert message.extra == {"\ud800": 1}

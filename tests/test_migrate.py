@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import signal
 import sqlite3
+import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
@@ -14,8 +15,15 @@ import pytest
 
 import _sqlite_workers
 from _backends import BACKENDS, close, dump, make_backend
-from turnlog import ChatMessage, SessionBackend, SessionState, SessionStore
-from turnlog.migrate import MigrationConflictError, MigrationReport, migrate
+from turnlog import (
+    ChatMessage,
+    MigrationConflictError,
+    MigrationReport,
+    SessionBackend,
+    SessionState,
+    SessionStore,
+    migrate,
+)
 from turnlog.sqlite import SqliteSessionBackend
 
 U = ChatMessage.user
@@ -79,12 +87,28 @@ def contents(backend):
     return {key: backend.load(key) for key in backend.list_sessions()}
 
 
-def without_turn_start(dumped):
-    """``dump`` without ``turn_started_at``: a JSONL target starts the turn when it is copied."""
-    return {
-        key: (messages, metadata, state and SessionState(state.state, state.turn_id))
-        for key, (messages, metadata, state) in dumped.items()
-    }
+def times(backend):
+    """``{key: (created_at, last_activity)}`` of every session."""
+    return {m.key: (m.created_at, m.last_activity) for m in backend.list_sessions_with_metadata()}
+
+
+def test_turnlog_migrate_is_the_function():
+    """``turnlog.migrate(source, target)``, as the issue spells it: loaded on first use, so
+    ``import turnlog`` loads neither sqlite3 nor the migration code; the module is
+    ``turnlog.migration``, whose import leaves the attribute the function."""
+    code = (
+        "import sys, turnlog\n"
+        "assert 'sqlite3' not in sys.modules, 'sqlite3'\n"
+        "assert 'turnlog.migration' not in sys.modules, 'turnlog.migration'\n"
+        "from turnlog import MigrationConflictError, MigrationReport, migrate\n"
+        "import turnlog.migration\n"
+        "assert callable(turnlog.migrate) and turnlog.migrate is migrate\n"
+        "assert migrate is turnlog.migration.migrate\n"
+        "assert turnlog.MigrationReport is MigrationReport\n"
+        "assert issubclass(MigrationConflictError, ValueError)\n"
+        "assert 'sqlite3' not in sys.modules, 'sqlite3 after migrate'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 # --- between the backends -----------------------------------------------------------------------
@@ -107,17 +131,16 @@ def test_every_pair(opened, tmp_path, source_kind, target_kind):
     report = migrate(source, target)
     total = sum(map(len, SESSIONS.values()))
     assert report == MigrationReport(sessions=6, messages=total)
-    # Messages, counts, names, alias, context, state; a SQLite target also gets the turn's start.
-    if target_kind == "sqlite":
-        assert dump(target) == dump(source)
-    assert without_turn_start(dump(target)) == without_turn_start(dump(source))
+    # Messages, counts, names, alias, context, state and the times: every target takes them.
+    assert dump(target) == dump(source)
+    assert times(target) == times(source)
     assert target.list_sessions() == sorted([*SESSIONS, "only-metadata", "emptied"])
     state = target.get_session_state("big")
     assert (state.state, state.turn_id) == ("running", "turn-7")
 
     again = migrate(source, target)
     assert again == MigrationReport(skipped_sessions=6)
-    assert without_turn_start(dump(target)) == without_turn_start(dump(source))
+    assert dump(target) == dump(source)
 
 
 def test_into_sqlite_keeps_times(opened, tmp_path):
@@ -138,6 +161,40 @@ def test_into_sqlite_keeps_times(opened, tmp_path):
     assert target.get_session_state("s") == SessionState("running", "t", OLD + timedelta(hours=1))
     assert migrate(source, target) == MigrationReport(skipped_sessions=2)
     source.close()
+
+
+@pytest.mark.parametrize("target_kind", ["jsonl-rust", "jsonl-pure", "redis"])
+@pytest.mark.parametrize("source_kind", ["sqlite", "jsonl-pure", "redis"])
+def test_into_jsonl_and_redis_keeps_times(opened, tmp_path, source_kind, target_kind):
+    """SQLite, JSONL or Redis to JSONL or Redis: created, last-activity and turn-start times
+    move with the session (older than the target's now: Redis's index goes back too), so stale
+    and stuck sessions are the same ones after the move."""
+    source = opened(source_kind, tmp_path / "source")
+    target = opened(target_kind, tmp_path / "target")
+    source.append_many("old", [U("a"), U("b")])
+    source.set_session_state("old", "running", "t")
+    source.set_session_name("old", "Old chat")
+    source.append("new", U("c"))
+    source.set_session_state("new", "running", "t2")
+    assert source.set_session_times(
+        "old",
+        created_at=OLD,
+        last_activity=OLD + timedelta(hours=2),
+        turn_started_at=OLD + timedelta(hours=1),
+    )
+    report = migrate(source, target)
+    assert (report.sessions, report.messages) == (2, 3)
+    assert dump(target) == dump(source)
+    for key in ("old", "new"):
+        assert target.get_session_metadata(key) == source.get_session_metadata(key)
+        assert target.get_session_state(key) == source.get_session_state(key)
+    assert target.get_session_state("old").turn_started_at == OLD + timedelta(hours=1)
+    for backend in (source, target):
+        assert [m.key for m in backend.list_stuck_sessions(3600)] == ["old"]
+    assert migrate(source, target) == MigrationReport(skipped_sessions=2)
+    for backend in (source, target):
+        assert backend.cleanup_stale(24) == 1
+        assert backend.list_sessions() == ["new"]
 
 
 def test_jsonl_times_become_the_sessions_times(opened, tmp_path):
@@ -268,13 +325,11 @@ def test_resume_after_a_partial_run(opened, tmp_path, target_kind):
     target.append_many("big", SESSIONS["big"][:77])
     report = migrate(source, target)
     assert report.messages == 1 + 2 + (120 - 77)
-    if target_kind == "sqlite":  # the complete session still gets the source's times
-        assert (report.sessions, report.skipped_sessions) == (4, 0)
-        assert target.get_session_metadata("telegram_user1").last_activity == (
-            source.get_session_metadata("telegram_user1").last_activity
-        )
-    else:
-        assert (report.sessions, report.skipped_sessions) == (3, 1)
+    # The complete session still gets the source's times.
+    assert (report.sessions, report.skipped_sessions) == (4, 0)
+    assert target.get_session_metadata("telegram_user1").last_activity == (
+        source.get_session_metadata("telegram_user1").last_activity
+    )
     assert contents(target) == contents(source)
     assert migrate(source, target) == MigrationReport(skipped_sessions=4)
 

@@ -3,8 +3,14 @@ Hypothesis, against a model that is only a list of messages per session (plus wh
 ends in a torn tail), with a "crash" rule that leaves a writer's half-written record behind.
 
 The two Rust stores have separate caches of open files, so one store's rewrite (rename) must be
-noticed by the other's next append. ``HYPOTHESIS_PROFILE=ci``: 500 runs of up to 60 steps
-(about 55 on average, some 28,000 steps); the dev profile 60 runs.
+noticed by the other's next append.
+
+Every example runs at least ``MIN_STEPS`` steps. Hypothesis' own state-machine runner draws
+whether to stop before each step (``stateful_step_count`` is only a maximum, and runs from its
+mutations can end after a few steps), so ``@given`` draws the number of steps first, then each
+step's rule (among those whose precondition holds) and arguments; the test records the steps
+each example ran and asserts the minimum. ``HYPOTHESIS_PROFILE=ci``: 500 examples of 50 to 60
+steps; the dev profile 60.
 """
 
 from __future__ import annotations
@@ -12,17 +18,11 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import (
-    RuleBasedStateMachine,
-    invariant,
-    precondition,
-    rule,
-    run_state_machine_as_test,
-)
 
 import _spec
 from _spec import canon_messages
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.timeout(600)
 
 CI = os.environ.get("HYPOTHESIS_PROFILE", "dev") == "ci"
 RUNS = 500 if CI else 60
-STEPS = 60  # at most: Hypothesis ends some runs early
+MIN_STEPS, MAX_STEPS = 50, 60
 
 KEYS = ["m", "x/ключ"]
 texts = st.text(
@@ -53,19 +53,20 @@ who = st.integers(0, 2)
 keys = st.sampled_from(KEYS)
 
 
-class SharedFiles(RuleBasedStateMachine):
-    base = ""
+class SharedFiles:
+    """The stores on one workspace and the model: a method per rule (``RULES``), and the checks
+    ``step`` runs after each."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.root = tempfile.mkdtemp(dir=self.base)
+    def __init__(self, base: str, data: st.DataObject) -> None:
+        self.data = data  # the example's draws: the rules' arguments, and a crash's cut
+        self.root = tempfile.mkdtemp(dir=base)
         workspace = os.path.join(self.root, "ws")
         rust, pure = store_class("rust"), store_class("pure")
         self.stores = [rust(workspace), rust(workspace), pure(workspace)]
         self.model: dict[str, list] = {}  # key -> canon messages; a key is here iff its file is
         self.torn: dict[str, str | None] = {}  # None, "fragment" or "message" (no final newline)
 
-    def teardown(self) -> None:
+    def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
 
     def path(self, key):
@@ -73,20 +74,17 @@ class SharedFiles(RuleBasedStateMachine):
 
     # --- rules -----------------------------------------------------------------------------------
 
-    @rule(key=keys, message=messages, who=who)
     def append(self, key, message, who):
         self.stores[who].append(key, message)
         self.model.setdefault(key, []).append(_spec.canon(message))
         self.torn[key] = None
 
-    @rule(key=keys, batch=st.lists(messages, max_size=3), who=who)
     def append_many(self, key, batch, who):
         self.stores[who].append_many(key, batch)
         if batch:
             self.model.setdefault(key, []).extend(canon_messages(batch))
             self.torn[key] = None
 
-    @rule(key=keys, who=who)
     def remove_last(self, key, who):
         held = self.model.get(key, [])
         assert self.stores[who].remove_last(key) is bool(held)
@@ -95,7 +93,6 @@ class SharedFiles(RuleBasedStateMachine):
             if self.torn[key] == "message":
                 self.torn[key] = None  # the unterminated message itself went (ftruncate)
 
-    @rule(key=keys, message=messages, who=who)
     def update_last(self, key, message, who):
         held = self.model.get(key, [])
         assert self.stores[who].update_last(key, message) is bool(held)
@@ -104,33 +101,29 @@ class SharedFiles(RuleBasedStateMachine):
             if self.torn[key] == "message":
                 self.torn[key] = None  # its replacement is written with a newline
 
-    @rule(key=keys, who=who)
     def compact(self, key, who):
         self.stores[who].compact(key)
         if key in self.model:
             self.torn[key] = None  # a fragment is dropped, a message gets its newline
 
-    @rule(key=keys, who=who)
     def clear_messages(self, key, who):
         assert self.stores[who].clear_messages(key) == len(self.model.get(key, []))
         if key in self.model:
             self.model[key] = []
             self.torn[key] = None
 
-    @rule(key=keys, who=who)
     def delete_session(self, key, who):
         assert self.stores[who].delete_session(key) is (key in self.model)
         self.model.pop(key, None)
         self.torn.pop(key, None)
 
-    @rule(key=keys, message=messages, data=st.data())
-    def crash(self, key, message, data):
+    def crash(self, key, message):
         """A writer dies mid-append: a prefix of what it writes (a newline first if the file has
         a torn tail, then its record) is in the file, never all of it."""
         path = self.path(key)
         before = path.read_bytes() if path.exists() else b""
         blob = (b"\n" if before and not before.endswith(b"\n") else b"") + _spec.encode(message)
-        cut = data.draw(st.integers(1, len(blob) - 1), label="cut")
+        cut = self.data.draw(st.integers(1, len(blob) - 1), label="cut")
         with open(path, "ab") as f:
             f.write(blob[:cut])
         held = self.model.setdefault(key, [])
@@ -142,14 +135,11 @@ class SharedFiles(RuleBasedStateMachine):
         else:
             self.torn[key] = "fragment"
 
-    @rule(key=keys, limit=st.integers(0, 4), who=who)
     def tail_read(self, key, limit, who):
         held = self.model.get(key, [])
         expected = held[-limit:] if limit else []
         assert canon_messages(self.stores[who].load(key, limit=limit)) == expected
 
-    @precondition(lambda self: any(self.torn.values()))
-    @rule(who=who)
     def append_after_crash(self, who):
         """The next append after a crash lands whole, on a line of its own."""
         key = next(k for k, torn in self.torn.items() if torn)
@@ -162,7 +152,14 @@ class SharedFiles(RuleBasedStateMachine):
 
     # --- after every step ------------------------------------------------------------------------
 
-    @invariant()
+    def step(self, number: int) -> None:
+        """Draw a rule whose precondition holds and its arguments, run it, check."""
+        names = [name for name in RULES if name not in PRECONDITIONS or PRECONDITIONS[name](self)]
+        name = self.data.draw(st.sampled_from(names), label=f"step {number}")
+        getattr(self, name)(**self.data.draw(st.fixed_dictionaries(RULES[name]), label=name))
+        self.stores_show_the_model()
+        self.at_most_a_torn_tail()
+
     def stores_show_the_model(self):
         for store in self.stores:
             assert store.list_sessions() == sorted(self.model)
@@ -170,7 +167,6 @@ class SharedFiles(RuleBasedStateMachine):
                 assert canon_messages(store.load(key)) == self.model.get(key, [])
                 assert store.session_exists(key) is (key in self.model)
 
-    @invariant()
     def at_most_a_torn_tail(self):
         for key, held in self.model.items():
             data = self.path(key).read_bytes()
@@ -181,15 +177,40 @@ class SharedFiles(RuleBasedStateMachine):
         assert names == sorted(self.path(key).name for key in self.model)  # no temp files
 
 
+RULES: dict[str, dict[str, st.SearchStrategy]] = {
+    "append": {"key": keys, "message": messages, "who": who},
+    "append_many": {"key": keys, "batch": st.lists(messages, max_size=3), "who": who},
+    "remove_last": {"key": keys, "who": who},
+    "update_last": {"key": keys, "message": messages, "who": who},
+    "compact": {"key": keys, "who": who},
+    "clear_messages": {"key": keys, "who": who},
+    "delete_session": {"key": keys, "who": who},
+    "crash": {"key": keys, "message": messages},
+    "tail_read": {"key": keys, "limit": st.integers(0, 4), "who": who},
+    "append_after_crash": {"who": who},
+}
+PRECONDITIONS: dict[str, Callable[[SharedFiles], bool]] = {
+    "append_after_crash": lambda machine: any(machine.torn.values()),
+}
+
+
 def test_rust_and_pure_on_shared_files_match_the_model(tmp_path):
     store_class("rust")  # skips (fails under CI) without the native module
-    machine = type("Machine", (SharedFiles,), {"base": str(tmp_path)})
-    run_state_machine_as_test(
-        machine,
-        settings=settings(
-            max_examples=RUNS,
-            stateful_step_count=STEPS,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-        ),
-    )
+    steps_run: list[int] = []
+
+    @settings(max_examples=RUNS, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.data())
+    def run(data: st.DataObject) -> None:
+        machine = SharedFiles(str(tmp_path), data)
+        try:
+            steps = data.draw(st.integers(MIN_STEPS, MAX_STEPS), label="steps")
+            for number in range(steps):
+                machine.step(number)
+        finally:
+            machine.close()
+        steps_run.append(steps)
+
+    run()
+    print(f"\n{len(steps_run)} examples, {sum(steps_run)} steps ({min(steps_run)} at least)")
+    assert len(steps_run) >= RUNS
+    assert min(steps_run) >= MIN_STEPS

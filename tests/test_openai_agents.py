@@ -220,6 +220,9 @@ class TestProtocol:
         from_dict = TurnlogSession("s", store, session_settings={"limit": 1})
         assert from_dict.session_settings == SessionSettings(limit=1)
         assert run(from_dict.get_items()) == ITEMS[-1:]
+        # The SDK also lets a plain dict be assigned later.
+        from_dict.session_settings = {"limit": 3}  # type: ignore[assignment]
+        assert run(from_dict.get_items()) == ITEMS[-3:]
 
     def test_pop_item_returns_the_newest_or_none(self, store):
         session = TurnlogSession("s", store)

@@ -23,7 +23,9 @@ from redis_server import (
     RedisServer,
     free_port,
     in_ci,
+    message_text,
     remove_worker,
+    restart_writer,
     server_binary,
     unavailable,
 )
@@ -45,9 +47,12 @@ import turnlog
 from turnlog import ChatMessage, SessionQuery, _format
 from turnlog.pure import SessionStore as PureStore
 from turnlog.redis_backend import (
+    _OP_CAP,
+    _OP_KEEP_MS,
     AsyncRedisSessionBackend,
     RedisSessionBackend,
     RedisUnavailableError,
+    _Eval,
 )
 
 U = ChatMessage.user
@@ -150,6 +155,11 @@ def raw_keys(backend):
     return sorted(backend.client.keys(backend.prefix + "*"))
 
 
+def _line(message):
+    """The element turnlog stores for ``message``: its JSONL line without the newline."""
+    return _format.encode_message(message)[:-1]
+
+
 # --- packaging ----------------------------------------------------------------------------------
 
 
@@ -168,7 +178,11 @@ def test_messages(backend):
     assert backend.clear_messages("s") == 0 and backend.delete_session("s") is False
     backend.append_many("s", [])
     backend.compact("s")
-    assert raw_keys(backend) == []  # none of those created anything
+    # None of those created a session. clear_messages and delete_session recorded their answers
+    # (resent after another client's write, they must not clear or delete it); those expire.
+    ops = [f"{backend.prefix}{{s}}:{name}".encode() for name in ("op-order", "ops")]
+    assert raw_keys(backend) == ops
+    assert 0 < backend.client.pttl(ops[0]) <= _OP_KEEP_MS and not backend.session_exists("s")
 
     backend.append("s", U("one"))
     backend.append_many("s", (m for m in [A("two"), {"role": "user", "content": "three", "x": 1}]))
@@ -280,6 +294,45 @@ def test_search(open_backend, kind, tmp_path):
         backend.search("x")
 
 
+def _us(when):
+    """``when`` as the microseconds since the epoch the hash and the sorted sets hold."""
+    return (when - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
+
+
+def test_set_session_times_moves_the_sorted_sets(open_backend, kind):
+    """The given times go to the hash and to the sorted sets' scores together, back in time too
+    (on a Cluster the follow-up ZADD is exact, not GT as after an append)."""
+    backend = open_backend(kind)
+    client, prefix = backend.client, backend.prefix
+    backend.append("s", U("x"))
+    backend.set_session_state("s", "running", "t")
+    old = datetime(2001, 2, 3, 4, 5, 6, 789012, tzinfo=timezone.utc)
+    assert backend.set_session_times(
+        "s",
+        created_at=old,
+        last_activity=old + timedelta(hours=1),
+        turn_started_at=old + timedelta(minutes=30),
+    )
+    meta = client.hgetall(backend.meta_key("s"))
+    assert [int(meta[f]) for f in (b"created_at", b"last_activity", b"turn_started_at")] == [
+        _us(old),
+        _us(old + timedelta(hours=1)),
+        _us(old + timedelta(minutes=30)),
+    ]
+    assert client.zscore(prefix + "sessions", "s") == _us(old + timedelta(hours=1))
+    assert client.zscore(prefix + "running", "s") == _us(old + timedelta(minutes=30))
+    # A turn in error is dated, but is not in the running set; before the epoch is a time too.
+    backend.set_session_state("s", "error")
+    before_epoch = datetime(1969, 7, 20, 20, 17, tzinfo=timezone.utc)
+    assert backend.set_session_times("s", last_activity=before_epoch, turn_started_at=old)
+    assert backend.get_session_state("s") == turnlog.SessionState("error", "t", old)
+    assert client.zscore(prefix + "running", "s") is None
+    assert backend.get_session_metadata("s").last_activity == before_epoch
+    assert client.zscore(prefix + "sessions", "s") == _us(before_epoch)
+    assert backend.repair_index() == 0
+    assert backend.cleanup_stale(1) == 1 and backend.list_sessions() == []
+
+
 def test_expire_after(open_backend):
     backend = open_backend(expire_after=30)
     backend.append("s", U("x"))
@@ -366,6 +419,29 @@ def test_foreign_elements_are_skipped_like_corrupt_lines(backend, tmp_path):
     left = backend.client.lrange(backend.messages_key("s"), 0, -1)
     assert all(_format.parse_line(e) is not None for e in left)
     assert backend.load("s") == reference.load("s")
+
+
+def test_elements_are_checked_by_the_jsonl_validator_in_batches(backend, monkeypatch):
+    """Each list of elements read is checked by one ``_format.parse_lines`` call: the Rust
+    parser of the JSONL store when the native module is in use (never the Python one then)."""
+    elements = [_line(U(f"m{i}")) for i in range(10)] + FOREIGN[:8]  # those 8 are all invalid
+    backend.client.rpush(backend.messages_key("s"), *elements)
+    batches = []
+    parse_lines = _format.parse_lines
+
+    def counted(lines):
+        batches.append(len(lines))
+        return parse_lines(lines)
+
+    monkeypatch.setattr(_format, "parse_lines", counted)
+    if _format.native is not None:
+        monkeypatch.setattr(_format, "parse_line", None)  # calling it fails the test
+    assert len(backend.load("s")) == 10
+    assert backend.load("s", limit=2) == [U("m8"), U("m9")]  # 2 elements, then 16
+    assert backend.remove_last("s")  # the last 8 are all invalid: then the whole list
+    backend.compact("s")
+    assert batches == [18, 2, 16, 8, 18, 17]
+    assert backend.load("s") == [U(f"m{i}") for i in range(9)]
 
 
 # --- cluster ------------------------------------------------------------------------------------
@@ -473,6 +549,102 @@ def test_a_resent_write_is_applied_once(backend):
     assert backend._do(clear)[0] == b"2" and backend._do(clear)[0] == b"2"
 
 
+def _run_losing_a_reply(backend, op, meanwhile):
+    """Run operation ``op`` as ``backend._run`` does, except that the reply to its first write
+    script is lost: the script runs on the server, ``meanwhile()`` (another client's
+    acknowledged write) runs, and then the very same command is sent again, as redis-py resends
+    it after a broken connection. Returns the operation's result."""
+    lost = False
+    try:
+        effect = next(op)
+        while True:
+            answer = backend._do(effect)
+            if isinstance(effect, _Eval) and not lost:
+                lost = True
+                meanwhile()
+                answer = backend._do(effect)
+            effect = op.send(answer)
+    except StopIteration as stop:
+        return stop.value
+
+
+RESENDS = {
+    # name: (messages before, the call's operation, its answer, messages after)
+    "append": ([U("a")], lambda b: b._op_append("s", [_line(U("new"))]), None, ["a", "new", "o"]),
+    "remove_last": ([U("a"), U("b")], lambda b: b._op_edit_last("s", None), True, ["a", "o"]),
+    "update_last": (
+        [U("a"), U("b")],
+        lambda b: b._op_edit_last("s", _line(U("B"))),
+        True,
+        ["a", "B", "o"],
+    ),
+    "clear_messages": ([U("a"), U("b")], lambda b: b._op_clear("s"), 2, ["o"]),
+    "clear_messages of nothing": ([], lambda b: b._op_clear("s"), 0, ["o"]),
+    "delete_session": ([U("a")], lambda b: b._op_delete("s"), True, ["o"]),
+}
+
+
+@pytest.mark.parametrize("call", RESENDS)
+def test_a_write_resent_after_another_clients_write_is_applied_once(open_backend, kind, call):
+    """The reply to a write is lost, another client writes to the same session, then redis-py
+    resends the write: it must not run again (no second message, no second message removed or
+    overwritten, no acknowledged message of the other client cleared or deleted), and the call
+    answers what the first run did."""
+    before, operation, answer, after = RESENDS[call]
+    backend = open_backend(kind)
+    other = open_backend(kind, prefix=backend.prefix)
+    backend.append_many("s", before)
+    got = _run_losing_a_reply(backend, operation(backend), lambda: other.append("s", U("o")))
+    assert got == answer
+    assert [m.content for m in backend.load("s")] == after
+
+
+def test_a_resent_set_session_times_is_applied_once(open_backend, kind):
+    """Resent after another client appended, setting the times must not move that append's
+    activity back (in the hash or the index), nor date a session created since a first run
+    that found none."""
+    backend = open_backend(kind)
+    other = open_backend(kind, prefix=backend.prefix)
+    backend.append("s", U("a"))
+    old = datetime(2020, 1, 1, tzinfo=timezone.utc)
+    setting = backend._op_set_times("s", None, old, None)
+    assert _run_losing_a_reply(backend, setting, lambda: other.append("s", U("o"))) is True
+    last = backend.get_session_metadata("s").last_activity
+    assert last > old
+    assert backend.client.zscore(backend.prefix + "sessions", "s") == _us(last)
+    dating = backend._op_set_times("new", old, old, None)
+    assert _run_losing_a_reply(backend, dating, lambda: other.append("new", U("o"))) is False
+    created = backend.get_session_metadata("new")
+    assert created.created_at > old and created.last_activity > old
+
+
+def test_a_resent_state_change_does_not_undo_a_later_one(open_backend, kind):
+    backend = open_backend(kind)
+    other = open_backend(kind, prefix=backend.prefix)
+    running = backend._op_state_change("s", "running", "t1")
+    _run_losing_a_reply(backend, running, lambda: other.set_session_state("s", "idle"))
+    assert backend.get_session_state("s").state == "idle"
+    assert backend.list_running_sessions() == []
+
+
+def test_recorded_results_are_bounded(open_backend, kind):
+    """A session remembers its writes' results for resends, within bounds: the last _OP_CAP
+    (the oldest are forgotten first), in keys that expire _OP_KEEP_MS after its last write."""
+    backend = open_backend(kind)
+    client = backend.client
+    ops, order = (f"{backend.prefix}{{s}}:{name}" for name in ("ops", "op-order"))
+    backend.append("s", U("first"))
+    [first] = client.lrange(order, 0, -1)
+    assert client.hkeys(ops) == [first]
+    for turn in range(_OP_CAP):
+        backend.set_session_name("s", f"n{turn}")
+    ids = client.lrange(order, 0, -1)
+    assert len(ids) == _OP_CAP and first not in ids
+    assert sorted(client.hkeys(ops)) == sorted(ids)
+    for key in (ops, order):
+        assert _OP_KEEP_MS - 60_000 < client.pttl(key) <= _OP_KEEP_MS
+
+
 def test_an_edit_based_on_a_stale_read_is_refused(backend):
     """remove_last/update_last read the tail, then change it only if it is still what they read
     (another client may have changed it in between): a stale expectation changes nothing."""
@@ -488,37 +660,97 @@ def test_an_edit_based_on_a_stale_read_is_refused(backend):
     assert backend.load("s") == [U("a")]
 
 
-def test_restart_loses_nothing_acknowledged(tmp_path):
+def test_a_write_while_the_server_is_down_is_refused_and_absent(tmp_path):
     own = _start(lambda: RedisServer(tmp_path / "redis").start())
     try:
         # One retry: the first command after a restart finds its pooled connection dead.
-        retry = Retry(NoBackoff(), 1)
-        with RedisSessionBackend(own.url, retry=retry) as backend:
-            expected = []
-            for i in range(150):
-                message = ChatMessage("user", f"m{i}", i=i)
-                backend.append(f"s{i % 3}", message)
-                expected.append(message)
-            backend.set_session_name("s0", "named")
-            backend.update_last("s2", A("edited"))
-            expected[149] = A("edited")
+        with RedisSessionBackend(own.url, retry=Retry(NoBackoff(), 1)) as backend:
+            backend.append_many("s", [U("a"), U("b")])
+            backend.set_session_name("s", "named")
+            assert backend.update_last("s", A("B"))
             own.shutdown()
             with pytest.raises(RedisUnavailableError):
-                backend.append("s0", U("while down"))
+                backend.append("s", U("while down"))
             own.start()
-            for s in range(3):
-                assert backend.load(f"s{s}") == expected[s::3]
-            assert backend.get_session_name("s0") == "named"
-            assert backend.list_sessions() == ["s0", "s1", "s2"]
-            # SIGKILL: appendfsync always means an acknowledged write is already on disk.
-            backend.append_many("s0", [U("k1"), U("k2")])
-            assert backend.remove_last("s1")
-            own.kill()
-            own.start()
-            assert backend.load("s0") == [*expected[0::3], U("k1"), U("k2")]
-            assert backend.load("s1") == expected[1::3][:-1]
+            assert backend.load("s") == [U("a"), A("B")]
+            assert backend.get_session_name("s") == "named"
+            assert backend.list_sessions() == ["s"]
     finally:
         own.kill()
+
+
+WRITERS = 4
+KILLS = 6
+
+
+def test_restart_loses_nothing_acknowledged(tmp_path):
+    """SIGKILL and restart the server (AOF, appendfsync always) again and again while writer
+    processes append and roll back (remove_last), with redis-py retrying on connection errors:
+    each call in flight at a kill either failed (not acknowledged) or was resent, possibly after
+    it had run and after other clients wrote to its session. Every acknowledged message must be
+    there exactly once and in order, and no acknowledged rollback may have removed more."""
+    own = _start(lambda: RedisServer(tmp_path / "redis").start())
+    prefix = f"r{uuid.uuid4().hex[:12]}:"
+    context = multiprocessing.get_context("spawn")
+    stop, log = context.Event(), context.Queue()
+    workers = [
+        context.Process(target=restart_writer, args=(own.url, prefix, w, WRITERS, stop, log))
+        for w in range(WRITERS)
+    ]
+    # What the writers report as acknowledged: writer -> kind -> turns.
+    acked = {w: {"m": [], "rolled": []} for w in range(WRITERS)}
+    retried = 0
+    try:
+        for worker in workers:
+            worker.start()
+        rng = random.Random(11)
+        deadline = time.monotonic() + 60
+        # Let every writer get going before the first kill.
+        while min(len(a["m"]) for a in acked.values()) < 20:
+            assert time.monotonic() < deadline, "the writers made no progress"
+            kind, writer, value = log.get(timeout=60)
+            assert kind != "error", value
+            acked[writer][kind].append(value)
+        for _ in range(KILLS):
+            own.kill()
+            own.start()
+            time.sleep(rng.uniform(0.2, 0.4))
+        stop.set()
+        done = 0
+        while done < WRITERS:
+            kind, writer, value = log.get(timeout=60)
+            assert kind != "error", value
+            if kind == "done":
+                done += 1
+                retried += value
+            else:
+                acked[writer][kind].append(value)
+        for worker in workers:
+            worker.join(30)
+        with RedisSessionBackend(own.url, prefix=prefix) as backend:
+            for w in range(WRITERS):
+                texts = [m.content for m in backend.load(f"w{w}")]
+                twice = sorted({t for t in texts if texts.count(t) > 1})
+                assert twice == [], f"w{w}: stored twice (a resent append ran again): {twice}"
+                assert texts == sorted(texts), f"w{w}: out of order"
+                present = set(texts)
+                kept = [message_text(w, turn, "m") for turn in acked[w]["m"]]
+                # A rollback applied twice removes the acknowledged m just before its r.
+                lost = [t for t in kept if t not in present]
+                assert lost == [], f"w{w}: acknowledged, then lost: {lost}"
+                rolled = [message_text(w, turn, "r") for turn in acked[w]["rolled"]]
+                assert [t for t in rolled if t in present] == [], f"w{w}: a rollback undone"
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(10)
+            if worker.is_alive():
+                worker.kill()
+        own.kill()
+    # The kills broke connections of calls in flight, which redis-py sent again; every writer got
+    # rollbacks acknowledged.
+    assert retried > 0
+    assert all(a["rolled"] for a in acked.values())
 
 
 def test_connection_refused_is_a_clear_error():
@@ -569,6 +801,7 @@ def test_bad_keys_change_nothing(open_backend, key, exception):
         lambda: backend.update_last(key, U("x")),
         lambda: backend.set_session_name(key, "n"),
         lambda: backend.set_session_state(key, "running"),
+        lambda: backend.set_session_times(key, created_at=datetime.now(timezone.utc)),
         lambda: backend.delete_session(key),
         lambda: backend.get_session_state(key),
     ):
@@ -708,6 +941,10 @@ def test_async_twin(open_backend, kind, request):
             assert (meta.message_count, meta.sender_id) == (2, "u")
             assert [m.key for m in await b.list_sessions_with_metadata()] == ["s"]
             assert [m.key for m in await b.search(SessionQuery("TWO"))] == ["s"]
+            created = datetime(2020, 1, 1, tzinfo=timezone.utc)
+            assert await b.set_session_times("s", created_at=created)
+            assert not await b.set_session_times("nobody", created_at=created)
+            assert (await b.get_session_metadata("s")).created_at == created
             assert await b.list_sessions() == ["s"] and await b.session_exists("s")
             await b.compact("s")
             assert await b.repair_index() == 0

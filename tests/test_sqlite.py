@@ -623,6 +623,36 @@ def test_search_unicode_lowercasing(searchable):
     assert search("straße") == []
 
 
+@pytest.mark.parametrize("filler", [0, 1000])
+def test_search_sees_content_after_a_nul(searchable, filler):
+    """SQLite's JSON functions end a string at an escaped NUL; the check reads past it, on
+    every path (with filler, the index finds few candidates and each is checked)."""
+    db = searchable
+    db.append_many("filler", [U(f"filler {index}") for index in range(filler)])
+    db.append("nul", U("before\x00after the NUL"))
+    db.append("escaped", U("a backslash-u: \\u0000 after"))
+
+    def search(keyword, **options):
+        return sorted(keys(db.search(SessionQuery(keyword=keyword), **options)))
+
+    assert search("after the") == ["nul"]
+    assert search("before nul") == ["nul"]
+    assert search("e\x00a") == ["nul"]
+    assert search("after") == ["escaped", "nul"]
+    assert search("\\u0000") == ["escaped"]
+    assert search("zzz after", match="any") == ["escaped", "nul"]
+
+
+def test_huge_limits_mean_all(db):
+    """Past SQLite's int64, as every backend answers (the shared tests check 2**64 too)."""
+    db.append_many("s", [U("a"), U("b")])
+    for limit in (2**63 - 1, 2**63, 2**64, 10**100):
+        assert db.load("s", limit=limit) == [U("a"), U("b")]
+        assert [m for m, _ in db.load_with_timestamps("s", limit=limit)] == [U("a"), U("b")]
+        assert keys(db.search(SessionQuery(keyword="a", limit=limit))) == ["s"]
+        assert keys(db.search(SessionQuery(limit=limit))) == ["s"]
+
+
 def test_search_follows_every_change(searchable, clock):
     db = searchable
     db.append("s", U("alpha"))

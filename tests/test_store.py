@@ -729,15 +729,23 @@ class _Sentinel:
 
 
 def test_loaded_messages_stay_collectable(store):
-    """Messages without extras may be hidden from the cycle collector (they hold only strings),
-    but one that gets an extra dict must be tracked again so a cycle through it is collected."""
+    """Messages whose fields can hold no reference cycle (strings, and extras of scalars only)
+    may be hidden from the cycle collector, as CPython hides such dicts; reaching the extras
+    (the only way to put a container in) must track the message again, so a cycle through it is
+    collected. Extras holding a container stay tracked."""
     store.append("k", {"role": "user", "content": "plain"})
-    store.append("k", {"role": "user", "content": "extra", "n": 1})
-    plain, with_extra = store.load("k")
-    assert gc.is_tracked(with_extra)
-    other = store.load("k")[0]
+    store.append("k", {"role": "user", "content": "scalars", "n": 1, "name": "bot"})
+    store.append("k", {"role": "user", "content": "nested", "meta": {"tags": ["a"]}})
+    plain, scalars, nested = store.load("k")
+    assert gc.is_tracked(nested) and gc.is_tracked(nested.extra["meta"])
+    others = store.load("k")
     sentinels = []
-    for message, attach in ((plain, "get"), (other, "set")):
+    for message, attach in (
+        (plain, "get"),
+        (scalars, "get"),
+        (others[0], "set"),
+        (others[1], "set"),
+    ):
         sentinel = _Sentinel()
         sentinels.append(weakref.ref(sentinel))
         if attach == "get":
@@ -746,6 +754,103 @@ def test_loaded_messages_stay_collectable(store):
             message.extra = {"cycle": [message, sentinel]}
         assert gc.is_tracked(message)
         del sentinel
-    del plain, other, message
+    del plain, scalars, others, message
     gc.collect()
-    assert [ref() for ref in sentinels] == [None, None]
+    assert [ref() for ref in sentinels] == [None] * 4
+
+
+def test_scalar_extras_reach_a_cycle_only_through_the_message(store):
+    """A cycle made inside an untracked extras dict (a container put in re-tracks the dict)."""
+    store.append("k", {"role": "user", "content": "scalars", "n": 1})
+    (message,) = store.load("k")
+    extra = message.extra
+    sentinel = _Sentinel()
+    ref = weakref.ref(sentinel)
+    extra["self"] = extra
+    extra["sentinel"] = sentinel
+    assert gc.is_tracked(extra)
+    del message, extra, sentinel
+    gc.collect()
+    assert ref() is None
+
+
+def test_rearranged_ordered_dicts_keep_their_order(store):
+    """Extra fields go out in the order ``to_dict()`` and ``json.dumps`` see them, also for an
+    ``OrderedDict`` rearranged after it was filled (its storage order is not its order)."""
+    fields = OrderedDict(a=1, b=2)
+    fields.move_to_end("a")
+    message = ChatMessage("user", "c")
+    message.extra = fields
+    store.append("k", message)
+    store.append("k", {"role": "user", "content": "c", "meta": fields})
+    assert read(store, "k") == (
+        b'{"role":"user","content":"c","b":2,"a":1}\n'
+        b'{"role":"user","content":"c","meta":{"b":2,"a":1}}\n'
+    )
+
+
+def test_a_limit_beyond_any_file_means_all(store):
+    store.append_many("k", [U("a"), A("b")])
+    assert store.load("k", limit=2**64) == [U("a"), A("b")]
+    assert store.load("k", limit=10**100)[-1] == A("b")
+
+
+def test_append_after_a_torn_tail_warns(store, caplog):
+    path = session_path(store, "k")
+    store.append("k", U("a"))
+    with open(path, "ab") as f:
+        f.write(b'{"role":"user","con')
+    with caplog.at_level(logging.WARNING, logger="turnlog"):
+        store.append("k", A("b"))
+        store.append("k", A("c"))  # the file ends in a newline now: no second warning
+    warnings = [r.getMessage() for r in caplog.records if r.name == "turnlog"]
+    assert len(warnings) == 1 and "torn line" in warnings[0] and "'k'" in warnings[0]
+    assert store.load("k") == [U("a"), A("b"), A("c")]
+
+
+def test_loads_wait_for_a_writer_that_cuts_the_file(store):
+    """A full load (and a tail load) takes a shared lock: while a writer holds the session's
+    lock (as remove_last does when it cuts the file in place) the load waits, and then sees
+    the file as the writer left it, never a mix of before and after."""
+    import threading
+
+    from turnlog import _files
+
+    store.append_many("k", [U("x" * 100), A("y" * 100)])
+    path = session_path(store, "k")
+    results: dict[str, list[ChatMessage]] = {}
+    with _files.locked(path, create=False) as held:
+        assert held is not None
+        fd, _ = held
+        readers = [
+            threading.Thread(target=lambda: results.__setitem__("all", store.load("k"))),
+            threading.Thread(target=lambda: results.__setitem__("tail", store.load("k", 1))),
+        ]
+        for reader in readers:
+            reader.start()
+        for reader in readers:
+            reader.join(0.3)
+            assert reader.is_alive(), "a load read the file while a writer held its lock"
+        os.ftruncate(fd, 0)
+        os.write(fd, b'{"role":"user","content":"after"}\n')
+    for reader in readers:
+        reader.join(10)
+    assert results == {"all": [U("after")], "tail": [U("after")]}
+
+
+def test_power_durability_syncs_the_folders_it_creates(store_cls, tmp_path, monkeypatch):
+    from turnlog import _files
+
+    synced: list[str] = []
+    real = _files.sync_dir
+    monkeypatch.setattr(_files, "sync_dir", lambda path: (synced.append(path), real(path))[1])
+    store = store_cls(tmp_path / "a" / "ws", durability="power")
+    # Each new folder is fsynced into its parent: tmp/a, tmp/a/ws, tmp/a/ws/sessions.
+    assert set(synced) == {str(tmp_path), str(tmp_path / "a"), str(tmp_path / "a" / "ws")}
+    synced.clear()
+    store.set_session_name("k", "first")  # creates the session and the metadata folder
+    meta = tmp_path / "a" / "ws" / ".turnlog"
+    assert str(tmp_path / "a" / "ws") in synced and str(meta) in synced
+    synced.clear()
+    assert store.delete_session("k")
+    assert str(meta / "meta") in synced

@@ -19,7 +19,7 @@ from ._types import SessionMetadata, SessionQuery, SessionState
 from .backend import MessageLike, SessionBackend
 
 if TYPE_CHECKING:
-    from .migrate import MigrationConflictError, MigrationReport
+    from .migration import MigrationConflictError, MigrationReport, migrate
     from .sqlite import SqliteSessionBackend
 
 if native is not None:
@@ -49,18 +49,21 @@ __all__ = [
     "SessionStore",
     "SqliteSessionBackend",
     "__version__",
+    "migrate",
 ]
 
 
 def __getattr__(name: str) -> object:
-    # The SQLite backend (and migrate, which knows it) import sqlite3 on first use, so a Python
-    # built without sqlite3 still imports turnlog, and `import turnlog` stays fast.
+    # The SQLite backend and the migration code load on first use: a Python built without
+    # sqlite3 still imports turnlog, and `import turnlog` stays fast. The migration module is
+    # not named `migrate`: importing a submodule sets the package attribute of its name, which
+    # would then be the module instead of the function.
     if name == "SqliteSessionBackend":
         from .sqlite import SqliteSessionBackend
 
         return SqliteSessionBackend
-    if name in ("MigrationReport", "MigrationConflictError"):
-        from . import migrate
+    if name in ("migrate", "MigrationReport", "MigrationConflictError"):
+        from . import migration
 
-        return getattr(migrate, name)
+        return getattr(migration, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,12 +7,12 @@ import contextlib
 import errno
 import fcntl
 import os
-import secrets
 import stat
 from collections.abc import Iterator
 
 __all__ = [
     "locked",
+    "make_dirs",
     "not_a_session_file",
     "open_regular",
     "read_all",
@@ -78,6 +78,20 @@ def sync_dir(path: str) -> None:
         os.close(fd)
 
 
+def make_dirs(path: str, mode: int = 0o777, *, durable: bool) -> None:
+    """``os.makedirs(path, mode, exist_ok=True)``; with ``durable``, every folder it creates is
+    fsynced into its parent, so that a new workspace survives power loss with its files."""
+    missing = []
+    head = os.path.abspath(path)
+    while not os.path.isdir(head) and os.path.dirname(head) != head:
+        missing.append(head)
+        head = os.path.dirname(head)
+    os.makedirs(path, mode=mode, exist_ok=True)
+    if durable:
+        for created in missing:
+            sync_dir(os.path.dirname(created))
+
+
 @contextlib.contextmanager
 def locked(path: str, *, create: bool) -> Iterator[tuple[int, bool] | None]:
     """Hold ``flock(LOCK_EX)`` on the session file ``path``: yields ``(fd, created)``, or
@@ -130,7 +144,8 @@ def replace(path: str, data: bytes, *, mode: int = 0o600, durable: bool = False)
     """Atomically replace ``path`` with ``data``: a hidden temp file in the same folder,
     renamed over it. Readers see the old file or the new one, never a mix."""
     folder = os.path.dirname(path)
-    temp = os.path.join(folder, f".turnlog-{secrets.token_hex(8)}.tmp")
+    # os.urandom, not secrets: the same bytes without importing secrets (and hashlib) at startup.
+    temp = os.path.join(folder, f".turnlog-{os.urandom(8).hex()}.tmp")
     temp_fd = os.open(
         temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
     )

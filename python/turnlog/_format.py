@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ._impl import ChatMessage
+from ._impl import ChatMessage, native
 
 __all__ = [
     "MAX_DEPTH",
@@ -220,6 +220,14 @@ def parse_line(raw: bytes) -> ChatMessage | None:
     role = obj.pop("role")
     content = obj.pop("content")
     return ChatMessage(role, content, **obj)
+
+
+def parse_lines(lines: Iterable[bytes]) -> list[ChatMessage | None]:
+    """Each of ``lines`` as one record (a newline inside one is white space): its message, or
+    ``None`` if it is corrupt. The Rust parser does it when the native module is in use."""
+    if native is not None:
+        return native.parse_lines(lines)  # type: ignore[no-any-return]
+    return [parse_line(line) for line in lines]
 
 
 def valid_text(raw: bytes) -> bytes | None:

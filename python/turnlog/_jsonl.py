@@ -19,15 +19,18 @@ from ._impl import ChatMessage
 from ._types import SessionMetadata, SessionQuery, SessionState
 from .backend import MessageLike, SessionBackend
 
-__all__ = ["Durability", "JsonlStoreBase", "sessions_dir"]
+__all__ = ["Appended", "Durability", "JsonlStoreBase", "sessions_dir"]
 
 log = logging.getLogger("turnlog")
 
 PathLike = Union[str, "os.PathLike[str]"]
+#: What an append did besides writing: ``(created the file, repaired a torn last line)``.
+Appended = tuple[bool, bool]
 
 
-def sessions_dir(workspace: PathLike) -> str:
-    """Create ``<workspace>/sessions/`` (owner-only) if needed and return its absolute path."""
+def sessions_dir(workspace: PathLike, *, durable: bool = False) -> str:
+    """Create ``<workspace>/sessions/`` (owner-only) if needed and return its absolute path;
+    with ``durable``, folders it creates are fsynced into their parents."""
     path = os.fspath(workspace)
     if not isinstance(path, str):
         raise TypeError(
@@ -37,18 +40,24 @@ def sessions_dir(workspace: PathLike) -> str:
         raise ValueError("workspace must not be empty")
     if os.path.lexists(path) and not os.path.isdir(path):
         raise NotADirectoryError(errno.ENOTDIR, "workspace is not a directory", path)
-    os.makedirs(path, exist_ok=True)
     sessions = os.path.join(os.path.abspath(path), "sessions")
-    try:
-        os.mkdir(sessions, 0o700)
-    except FileExistsError:
-        if not os.path.isdir(sessions):
-            raise NotADirectoryError(errno.ENOTDIR, "not a directory", sessions) from None
+    if os.path.lexists(sessions) and not os.path.isdir(sessions):
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory", sessions)
+    _files.make_dirs(path, durable=durable)
+    _files.make_dirs(sessions, 0o700, durable=durable)
     return sessions
+
+
+_EPOCH = datetime.fromtimestamp(0, tz=timezone.utc)
 
 
 def _utc(mtime_ns: int) -> datetime:
     return datetime.fromtimestamp(mtime_ns / 1e9, tz=timezone.utc)
+
+
+def _ns(when: datetime) -> int:
+    """``when`` (aware) in nanoseconds since the epoch, exactly: ``_utc`` gives ``when`` back."""
+    return (when - _EPOCH) // timedelta(microseconds=1) * 1000
 
 
 #: Splits a search keyword into words: Unicode white space, as Rust's ``split_whitespace``.
@@ -71,7 +80,7 @@ class JsonlStoreBase(SessionBackend):
 
     def __init__(self, workspace: PathLike, *, durability: Durability = "process") -> None:
         self._durability = check_durability(durability)
-        self._sessions_dir = sessions_dir(workspace)
+        self._sessions_dir = sessions_dir(workspace, durable=durability == "power")
 
     @property
     def sessions_dir(self) -> str:
@@ -124,29 +133,57 @@ class JsonlStoreBase(SessionBackend):
             TypeError, ValueError: a bad key or message; nothing is written.
             OSError: the write failed; the file is left as it was.
         """
-        if self._append(session_key, message):
-            self._start_meta(session_key)
+        self._appended(session_key, self._append(session_key, message))
 
     def append_many(self, session_key: str, messages: Iterable[MessageLike]) -> None:
         """Add ``messages`` in order with one locked write: all of them, or none on error."""
-        if self._append_many(session_key, messages):
+        self._appended(session_key, self._append_many(session_key, messages))
+
+    def _appended(self, session_key: str, appended: Appended) -> None:
+        created, repaired_torn_tail = appended
+        if repaired_torn_tail:
+            log.warning(
+                "turnlog: session %r ended in a torn line (a writer died mid-write); "
+                "the append started a new line after it, which loads skip as corrupt",
+                session_key,
+            )
+        if created:
             self._start_meta(session_key)
 
     def delete_session(self, session_key: str) -> bool:
         """Delete the session's transcript and metadata. ``True`` if it existed."""
         # The sidecar goes first: a crash in between leaves a transcript without metadata (a
         # valid session), never metadata that a new session of the same key would inherit.
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._meta_path(session_key))
+        self._unlink_meta(session_key)
         return self._delete(session_key)
+
+    def _unlink_meta(self, session_key: str) -> None:
+        """Remove the session's sidecar, if any."""
+        meta_path = self._meta_path(session_key)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(meta_path)
+            if self._durability == "power":
+                _files.sync_dir(os.path.dirname(meta_path))
 
     # --- metadata -------------------------------------------------------------------------------
 
     def _start_meta(self, session_key: str) -> None:
-        """Record when a session the caller just created began (if no one has yet)."""
+        """Record when a session that the caller's append just created began.
+
+        A sidecar written since the transcript's last write is kept: a setter ran between the
+        append and this call. An older one outlived an earlier transcript of the key that was
+        deleted outside turnlog: its name, state and turn are that session's, so it is replaced
+        (as the setters replace it when they create the transcript themselves).
+        """
         meta_path = self._meta_path(session_key)
-        with _files.locked(self._path(session_key), create=True):
-            if not _meta.read_meta(meta_path):
+        with _files.locked(self._path(session_key), create=False) as held:
+            if held is None:
+                return  # deleted again already: there is no session to start
+            try:
+                fresh = os.lstat(meta_path).st_mtime_ns >= os.fstat(held[0]).st_mtime_ns
+            except FileNotFoundError:
+                fresh = False
+            if not (fresh and _meta.read_meta(meta_path)):
                 meta = {"created_at": _meta.to_text(_meta.now())}
                 _meta.write_meta(meta_path, meta, durable=self._durability == "power")
 
@@ -161,13 +198,76 @@ class JsonlStoreBase(SessionBackend):
             assert held is not None
             fd, created = held
             meta = {} if created else _meta.read_meta(meta_path)
-            stamp = _meta.now()
-            if "created_at" not in meta:
-                # A session from before turnlog kept metadata: its file's time is the best guess.
-                first = stamp if created else _utc(os.fstat(fd).st_mtime_ns)
-                meta["created_at"] = _meta.to_text(first)
-            meta.update(changes)
-            _meta.write_meta(meta_path, meta, durable=self._durability == "power")
+            self._write_meta(fd, meta_path, meta, changes, created=created)
+
+    def _write_meta(
+        self,
+        fd: int,
+        meta_path: str,
+        meta: dict[str, Any],
+        changes: dict[str, Any],
+        *,
+        created: bool = False,
+    ) -> None:
+        """Write ``meta`` with ``changes`` applied (the caller holds the lock on ``fd``, the
+        transcript, which it ``created`` or not)."""
+        if "created_at" not in meta:
+            # A session from before turnlog kept metadata: its file's time is the best guess.
+            first = _meta.now() if created else _utc(os.fstat(fd).st_mtime_ns)
+            meta["created_at"] = _meta.to_text(first)
+        meta.update(changes)
+        _meta.write_meta(meta_path, meta, durable=self._durability == "power")
+
+    def set_session_times(
+        self,
+        session_key: str,
+        *,
+        created_at: datetime | None = None,
+        last_activity: datetime | None = None,
+        turn_started_at: datetime | None = None,
+    ) -> bool:
+        """Set an existing session's times (for importers: ``turnlog.migrate`` keeps the
+        source's), as ``SqliteSessionBackend.set_session_times`` does.
+
+        ``created_at`` and ``turn_started_at`` go to the sidecar; ``last_activity`` becomes the
+        transcript's modification time (which is what last activity is here), so
+        ``cleanup_stale`` and ``list_stuck_sessions`` judge the session by the given times.
+        ``None`` leaves a time unchanged; ``turn_started_at`` is set only on a session that is
+        running or in error (an idle one has no turn).
+
+        Returns:
+            ``False`` (and nothing changed) if the session does not exist.
+
+        Raises:
+            TypeError, ValueError: a bad key, or a time that is not a timezone-aware datetime.
+        """
+        created, active, started = (
+            None if when is None else _meta.checked_utc(when, what)
+            for when, what in (
+                (created_at, "created_at"),
+                (last_activity, "last_activity"),
+                (turn_started_at, "turn_started_at"),
+            )
+        )
+        meta_path = self._meta_path(session_key)
+        with _files.locked(self._path(session_key), create=False) as held:
+            if held is None:
+                return False
+            fd = held[0]
+            meta = _meta.read_meta(meta_path)
+            changes = {}
+            if created is not None:
+                changes["created_at"] = _meta.to_text(created)
+            if started is not None and _state(meta).state != "idle":
+                changes["turn_started_at"] = _meta.to_text(started)
+            if changes:
+                self._write_meta(fd, meta_path, meta, changes)
+            if active is not None:
+                # Through the locked descriptor, which is the session's transcript.
+                os.utime(fd, ns=(os.fstat(fd).st_atime_ns, _ns(active)))
+                if self._durability == "power":
+                    os.fsync(fd)  # a time is inode metadata, which fdatasync may leave behind
+        return True
 
     def get_session_metadata(self, session_key: str) -> SessionMetadata | None:
         """Message count, times, name, alias and context of the session; ``None`` if it does
@@ -287,12 +387,35 @@ class JsonlStoreBase(SessionBackend):
 
     def cleanup_stale(self, ttl_hours: float) -> int:
         """Delete sessions (transcript and metadata) idle for longer than ``ttl_hours``, by last
-        activity (the transcript's last change). Returns how many were deleted."""
-        limit = _meta.now() - timedelta(hours=check_amount(ttl_hours, "ttl_hours"))
+        activity (the transcript's last change). Returns how many were deleted.
+
+        A session that looks stale is judged again under its transcript's lock, and removed
+        (sidecar first, then transcript) before the lock is let go: a message whose append was
+        acknowledged after the first look keeps its session. Appenders that were waiting for
+        the lock find the transcript gone and start a new one.
+        """
+        limit = _ns(_meta.now() - timedelta(hours=check_amount(ttl_hours, "ttl_hours")))
         removed = 0
-        for metadata in self.list_sessions_with_metadata():
-            if metadata.last_activity is not None and metadata.last_activity < limit:
-                removed += self.delete_session(metadata.key)
+        for key in self.list_sessions():
+            path = self._path(key)
+            try:
+                if os.lstat(path).st_mtime_ns >= limit:
+                    continue
+            except FileNotFoundError:
+                continue
+            with contextlib.ExitStack() as stack:
+                try:
+                    held = stack.enter_context(_files.locked(path, create=False))
+                except OSError as error:  # as a listing skips a transcript it cannot read
+                    log.warning("turnlog: cannot read session %r: %s", key, error)
+                    continue
+                if held is None or os.fstat(held[0]).st_mtime_ns >= limit:
+                    continue
+                self._unlink_meta(key)
+                os.unlink(path)
+            if self._durability == "power":
+                _files.sync_dir(self._sessions_dir)
+            removed += 1
         return removed
 
     def search(
@@ -330,12 +453,12 @@ class JsonlStoreBase(SessionBackend):
         """``(valid message count, mtime in ns)`` of the session file, ``None`` if there is none."""
 
     @abc.abstractmethod
-    def _append(self, session_key: str, message: MessageLike) -> bool:
-        """Append one message; ``True`` if that created the session's file."""
+    def _append(self, session_key: str, message: MessageLike) -> Appended:
+        """Append one message; whether that created the file and repaired a torn last line."""
 
     @abc.abstractmethod
-    def _append_many(self, session_key: str, messages: Iterable[MessageLike]) -> bool:
-        """Append messages in one write; ``True`` if that created the session's file."""
+    def _append_many(self, session_key: str, messages: Iterable[MessageLike]) -> Appended:
+        """Append messages in one write; as :meth:`_append`; nothing at all for none."""
 
     @abc.abstractmethod
     def _delete(self, session_key: str) -> bool:

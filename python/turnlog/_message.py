@@ -13,6 +13,12 @@ from typing import Any
 __all__ = ["ChatMessage"]
 
 
+def _checked(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"ChatMessage {what} must be str, not {type(value).__name__}")
+    return value
+
+
 class ChatMessage:
     """One chat message: a ``role``, a ``content`` string, and any extra top-level fields.
 
@@ -25,21 +31,35 @@ class ChatMessage:
     therefore unhashable, like a non-frozen dataclass.
     """
 
-    __slots__ = ("_extra", "content", "role")
+    __slots__ = ("_content", "_extra", "_role")
     __hash__ = None  # type: ignore[assignment]
 
-    role: str
-    content: str
+    _role: str
+    _content: str
     _extra: dict[str, Any] | None
 
     def __init__(self, role: str, content: str, **extra: Any) -> None:
-        if not isinstance(role, str):
-            raise TypeError(f"ChatMessage role must be str, not {type(role).__name__}")
-        if not isinstance(content, str):
-            raise TypeError(f"ChatMessage content must be str, not {type(content).__name__}")
-        self.role = role
-        self.content = content
+        self._role = _checked(role, "role")
+        self._content = _checked(content, "content")
         self._extra = extra or None
+
+    @property
+    def role(self) -> str:
+        """Who spoke, e.g. ``"user"``, ``"assistant"``, ``"system"`` or ``"tool"``."""
+        return self._role
+
+    @role.setter
+    def role(self, value: str) -> None:
+        self._role = _checked(value, "role")
+
+    @property
+    def content(self) -> str:
+        """The text of the message."""
+        return self._content
+
+    @content.setter
+    def content(self, value: str) -> None:
+        self._content = _checked(value, "content")
 
     @property
     def extra(self) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from . import _files
 
 __all__ = [
     "STATES",
+    "checked_utc",
     "from_text",
     "meta_dir",
     "meta_path",
@@ -38,8 +39,23 @@ def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def checked_utc(when: object, what: str) -> datetime:
+    """``when`` in UTC, if it is a timezone-aware ``datetime`` (every backend's rule for the
+    times a caller passes in).
+
+    Raises:
+        TypeError: ``when`` is not a ``datetime``.
+        ValueError: ``when`` is naive: which zone it means would be a guess.
+    """
+    if not isinstance(when, datetime):
+        raise TypeError(f"{what} must be a datetime, not {type(when).__name__}")
+    if when.utcoffset() is None:
+        raise ValueError(f"{what} must be timezone-aware, got {when!r}")
+    return when.astimezone(timezone.utc)
+
+
 def to_text(when: datetime) -> str:
-    return when.astimezone(timezone.utc).isoformat()
+    return checked_utc(when, "a time").isoformat()
 
 
 def from_text(text: object) -> datetime | None:
@@ -50,7 +66,10 @@ def from_text(text: object) -> datetime | None:
         when = datetime.fromisoformat(text)
     except ValueError:
         return None
-    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+    # A hand-edited sidecar may hold another offset (or none): the API speaks UTC only.
+    if when.tzinfo is None:
+        return when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc)
 
 
 def meta_dir(sessions_dir: str) -> str:
@@ -82,6 +101,6 @@ def write_meta(path: str, meta: dict[str, Any], *, durable: bool) -> None:
     """Write the sidecar atomically (the caller holds the transcript's lock)."""
     folder = os.path.dirname(path)
     if not os.path.isdir(folder):
-        os.makedirs(folder, mode=0o700, exist_ok=True)
+        _files.make_dirs(folder, 0o700, durable=durable)
     data = json.dumps(meta, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     _files.replace(path, data, durable=durable)

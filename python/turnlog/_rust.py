@@ -6,11 +6,12 @@ locking and writing, with the GIL released around file I/O and parsing.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from typing import Any
 
 from ._impl import ChatMessage, native
-from ._jsonl import Durability, JsonlStoreBase, PathLike
+from ._jsonl import Appended, Durability, JsonlStoreBase, PathLike
 from .backend import MessageLike
 
 __all__ = ["SessionStore"]
@@ -43,15 +44,18 @@ class SessionStore(JsonlStoreBase):
         self._native = native.JsonlStore(self._sessions_dir, durability == "power")
 
     def _load(self, session_key: str, limit: int | None) -> list[ChatMessage]:
+        # A limit past any file's message count means all of them; the native side takes a usize.
+        if limit is not None and limit > sys.maxsize:
+            limit = sys.maxsize
         return self._native.load(session_key, limit)  # type: ignore[no-any-return]
 
     def _stat(self, session_key: str) -> tuple[int, int] | None:
         return self._native.stat(session_key)  # type: ignore[no-any-return]
 
-    def _append(self, session_key: str, message: MessageLike) -> bool:
+    def _append(self, session_key: str, message: MessageLike) -> Appended:
         return self._native.append(session_key, _native_message(message))  # type: ignore[no-any-return]
 
-    def _append_many(self, session_key: str, messages: Iterable[MessageLike]) -> bool:
+    def _append_many(self, session_key: str, messages: Iterable[MessageLike]) -> Appended:
         batch = [_native_message(m) for m in messages]
         return self._native.append_many(session_key, batch)  # type: ignore[no-any-return]
 

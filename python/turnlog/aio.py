@@ -11,18 +11,18 @@ serving other chats while a transcript is read, written or scanned. ``AsyncSessi
 own), with the same methods.
 
 Two thread pools, because of the GIL. The Rust store reads and parses without the GIL, but it
-must hold the GIL while it turns each parsed 2 MiB batch into ``ChatMessage`` objects (a few
-milliseconds; the pure store holds it throughout). Big loads in parallel queue for the GIL batch
-after batch, and the event loop waits behind all of them. Measured on a shared 2-core machine,
-8 loads of 20,000 messages (40 MB each) at once: with 8 threads the loop stalled for 100-500 ms
-and woke up about 20 times in all; with 1 thread, 10-50 ms and 150-300 wake-ups, for the same
-total time (the Rust load already reads ahead on a second thread). One such load run on the loop
-blocks it for 40-170 ms. So calls that build or encode many messages (a ``load`` of more than
-``BULK_MESSAGES`` messages or of all of them, an ``append_many`` of more than ``BULK_MESSAGES``)
-go to a small *bulk* pool (``bulk_workers``, default 1); everything else (appends, tail reads,
-metadata, search) goes to a general pool (``max_workers``) and is never queued behind a big
-load. When other processes saturate every core, a loader preempted while it holds the GIL still
-stalls the loop for longer (100-250 ms was seen), whatever the pools.
+must hold the GIL while it turns parsed messages into ``ChatMessage`` objects (the pure store
+holds it throughout). It hands the GIL over when another thread asks for it, as Python code
+does: a thread waiting for the GIL gets it within CPython's switch interval (5 ms) and a step of
+256 messages. With several big loads in parallel, the event loop is one of many threads asking,
+and may wait behind each of them. So calls that build or encode many messages (a ``load`` of
+more than ``BULK_MESSAGES`` messages or of all of them, an ``append_many`` of more than
+``BULK_MESSAGES``) go to a small *bulk* pool (``bulk_workers``, default 1); everything else
+(appends, tail reads, metadata, search) goes to a general pool (``max_workers``) and is never
+queued behind a big load. Measured on a shared 2-core machine, 8 loads of 40,000 messages
+(80 MB each) at once through one bulk thread: the loop's worst stall was 9-12 ms, where one
+such load run on the loop blocks it for 53-57 ms. When other processes saturate every core, a
+loader preempted while it holds the GIL still stalls the loop for longer, whatever the pools.
 
 Cancelling the task that awaits a call does not stop a call that has already started in its
 thread: it runs to completion (a write lands or fails as a whole, as in the sync store). A call
@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import inspect
 import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from types import TracebackType
-from typing import Generic, Literal, ParamSpec, TypeVar
+from typing import Any, Generic, Literal, ParamSpec, TypeVar
 
 from . import SessionStore
 from ._impl import ChatMessage
@@ -136,6 +137,22 @@ class AsyncBackend(Generic[BackendT]):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._backend!r})"
+
+    def __getattr__(self, name: str) -> Any:
+        """Methods a backend has beyond ``SessionBackend`` (``SqliteSessionBackend.
+        create_session``, say), as coroutines run in the general pool; other attributes as
+        they are."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        attribute = getattr(self._backend, name)
+        if not callable(attribute):
+            return attribute
+
+        @functools.wraps(attribute)
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await self._run(self._pool, attribute, *args, **kwargs)
+
+        return call
 
     # --- running calls --------------------------------------------------------------------------
 

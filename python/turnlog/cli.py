@@ -5,11 +5,12 @@
 ``doctor``, ``compact``, ``rm``, ``export``, ``bench``; ``turnlog COMMAND --help`` for each, and
 ``docs/CLI.md`` for a walk-through.
 
-Output is a table for people and JSON with ``--json`` (listing commands). Long work draws a
-progress bar on stderr when stderr is a terminal, and nothing when it is piped. Errors are one
-line on stderr, ``turnlog: error: ...``, with exit status 2 for a wrong command line and 1 for a
-command that could not do its work (``doctor`` also exits 1 when it finds damage). Only the
-standard library is used.
+Output is a table or text for people and JSON with ``--json`` (every command, before or after
+it). Long work draws a progress bar on stderr when stderr is a terminal, and nothing when it is
+piped. Errors are one line on stderr, ``turnlog: error: ...``, with exit status 2 for a wrong
+command line and 1 for a command that could not do all of its work (``doctor`` also exits 1
+when it finds damage; ``ls`` and ``compact`` go on past a session they cannot read, and exit 1
+at the end). Only the standard library is used; redis-py only with ``--backend redis``.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, NoReturn
+from urllib.parse import urlsplit, urlunsplit
 
 from . import IMPLEMENTATION, SessionBackend, SessionStore, __version__, _files, _format
 from ._cli_bench import run_bench
@@ -71,14 +74,27 @@ def _session_key(text: str) -> str:
     return text
 
 
-def _positive(text: str) -> int:
+def _whole(text: str) -> int:
     try:
-        value = int(text.replace(",", "").replace("_", ""))
+        return int(text.replace(",", "").replace("_", ""))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+
+def _positive(text: str) -> int:
+    value = _whole(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _tail(text: str) -> int | None:
+    """``--tail N``: 0 or more. More than any session can hold means every message (``None``):
+    such a number would overflow a backend's integer type (SQLite's is 64 bits)."""
+    value = _whole(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return None if value > sys.maxsize else value
 
 
 def _quote(key: str) -> str:
@@ -87,34 +103,73 @@ def _quote(key: str) -> str:
 
 # --- the workspace ------------------------------------------------------------------------------
 
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+#: Seconds to wait for a Redis server to accept the connection: an unreachable host is an error
+#: after this long, not after the system's TCP timeout (minutes). A URL's own
+#: ``?socket_connect_timeout=`` wins.
+REDIS_CONNECT_TIMEOUT = 5.0
+
 
 @dataclass
 class Workspace:
-    """The opened workspace: its folder, its backend, and which kind of backend it is."""
+    """The opened workspace: where it is (for messages), its backend, which kind it is.
 
-    path: str
-    backend: SessionBackend
+    ``store`` is ``None`` for an existing folder that holds no sessions yet: it lists nothing,
+    and opening a backend there would create its files, which a read must not do.
+    """
+
+    where: str
     kind: str
+    store: SessionBackend | None
+
+    @property
+    def backend(self) -> SessionBackend:
+        """The backend; only reached for a session that ``require`` or ``list_sessions`` found,
+        which an empty workspace has none of."""
+        if self.store is None:
+            raise CliError(f"no sessions in {self.where}")
+        return self.store
+
+    def list_sessions(self) -> list[str]:
+        return [] if self.store is None else self.store.list_sessions()
 
     def transcript(self, key: str) -> str | None:
         """The JSONL file of ``key``; ``None`` for a backend without files."""
-        sessions_dir = getattr(self.backend, "sessions_dir", None)
+        sessions_dir = getattr(self.store, "sessions_dir", None)
         if self.kind != "jsonl" or not isinstance(sessions_dir, str):
             return None
         return os.path.join(sessions_dir, _format.key_to_name(key) + _format.SUFFIX)
 
     def require(self, keys: Sequence[str]) -> None:
         """Fail (status 1) unless every session of ``keys`` exists."""
-        missing = [key for key in keys if not self.backend.session_exists(key)]
+        store = self.store
+        missing = [key for key in keys if store is None or not store.session_exists(key)]
         if missing:
             names = ", ".join(_quote(key) for key in missing)
             what = "session" if len(missing) == 1 else "sessions"
-            raise CliError(f"no {what} {names} in {self.path}")
+            raise CliError(f"no {what} {names} in {self.where}")
+
+    def require_readable(self, key: str) -> None:
+        """Fail unless the transcript of ``key`` can be read. The stores load an unreadable file
+        as an empty session (with a log warning), which ``show`` and ``export`` must not pass
+        off as the session."""
+        path = self.transcript(key)
+        if path is not None:
+            try:
+                os.close(_files.open_regular(path))
+            except FileNotFoundError:
+                pass  # deleted since require(): it loads as the empty session it now is
+            except OSError as error:
+                raise CliError(_unreadable(key, error)) from None
 
     def close(self) -> None:
-        close = getattr(self.backend, "close", None)
+        close = getattr(self.store, "close", None)
         if callable(close):
             close()
+
+
+def _unreadable(key: str, error: OSError) -> str:
+    return f"cannot read session {_quote(key)}: {_os_error(error)}"
 
 
 def _sqlite_backend() -> tuple[Callable[..., SessionBackend], str]:
@@ -131,9 +186,54 @@ def _sqlite_backend() -> tuple[Callable[..., SessionBackend], str]:
     return backend, str(getattr(sqlite, "DB_NAME", "sessions.db"))
 
 
+def _redacted(url: str) -> str:
+    """``url`` without its password, for messages."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.netloc.rpartition("@")[2]
+        user = f"{parts.username}:" if parts.username else ":"
+        return urlunsplit(parts._replace(netloc=f"{user}***@{host}"))
+    except ValueError:  # not even a URL: from_url will say so
+        return url
+
+
+def _redis_workspace(args: argparse.Namespace) -> Workspace:
+    """A ``RedisSessionBackend`` on ``--redis-url``, checked with a PING so an unreachable server
+    is one error before any work. redis-py is imported here only, as the backend needs it."""
+    url = args.redis_url or os.environ.get("TURNLOG_REDIS_URL") or DEFAULT_REDIS_URL
+    where = _redacted(url)
+    try:
+        module = importlib.import_module(f"{__package__}.redis_backend")
+    except ImportError as error:
+        raise CliError(
+            f"the Redis backend is not available: {error} (pip install 'turnlog[redis]')"
+        ) from None
+    try:
+        backend = module.RedisSessionBackend(
+            url,
+            prefix=args.redis_prefix or module.DEFAULT_PREFIX,
+            socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
+        )
+    except (TypeError, ValueError) as error:
+        raise CliError(f"invalid Redis URL or prefix ({where}): {error}") from None
+    workspace = Workspace(where, "redis", backend)
+    try:
+        backend.client.ping()
+    except Exception as error:
+        # Whatever stops a PING (refused, timed out, a password wanted) stops every command.
+        workspace.close()
+        raise CliError(f"cannot reach Redis at {where}: {error}") from None
+    return workspace
+
+
 def open_workspace(args: argparse.Namespace, *, create: bool) -> Workspace:
-    """The workspace of ``args``; unless ``create``, it must exist already (a read never leaves
-    an empty workspace behind in a folder given by mistake)."""
+    """The workspace of ``args``. Unless ``create``, the folder must exist, and one without
+    sessions yet opens as an empty workspace with no backend (a read never leaves files behind
+    in a folder given by mistake)."""
+    if args.backend == "redis":
+        return _redis_workspace(args)
     path = args.workspace or os.environ.get("TURNLOG_WORKSPACE") or "."
     sessions = os.path.join(path, "sessions")
     backend_class: Callable[..., SessionBackend] = SessionStore
@@ -143,10 +243,10 @@ def open_workspace(args: argparse.Namespace, *, create: bool) -> Workspace:
         marker = os.path.join(sessions, db_name)
     if not create and not os.path.exists(marker):
         if not os.path.isdir(path):
-            raise CliError(f"no workspace at {path}: not a folder")
-        hint = "pass --workspace DIR or set TURNLOG_WORKSPACE"
-        raise CliError(f"no {args.backend} workspace at {path} ({marker} is missing); {hint}")
-    return Workspace(path, backend_class(path), args.backend)
+            what = "not a folder" if os.path.exists(path) else "no such folder"
+            raise CliError(f"no workspace at {path}: {what}")
+        return Workspace(path, args.backend, None)
+    return Workspace(path, args.backend, backend_class(path))
 
 
 # --- output -------------------------------------------------------------------------------------
@@ -206,20 +306,24 @@ def _file_lines(path: str) -> tuple[int, int]:
 
 @dataclass
 class SessionInfo:
-    """One row of ``ls``."""
+    """One row of ``ls``; ``error`` says why a session's file could not be read (its messages
+    and lines are then unknown, ``None``)."""
 
     key: str
     name: str | None
-    messages: int
+    messages: int | None
     size: int | None
     lines: int | None
     created_at: datetime | None
     last_activity: datetime | None
+    error: str | None = None
 
     @property
     def corrupt(self) -> int | None:
         """Lines that are not valid messages (``None`` when the backend has no lines)."""
-        return None if self.lines is None else max(self.lines - self.messages, 0)
+        if self.lines is None or self.messages is None:
+            return None
+        return max(self.lines - self.messages, 0)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -231,21 +335,45 @@ class SessionInfo:
             "corrupt_lines": self.corrupt,
             "created_at": _iso(self.created_at),
             "last_activity": _iso(self.last_activity),
+            "error": self.error,
         }
+
+
+def _unreadable_info(key: str, path: str, error: OSError) -> SessionInfo | None:
+    """The row of a session whose file cannot be read: what ``stat`` still tells (its size, and
+    its last activity, which is the file's mtime), or ``None`` if it is gone."""
+    try:
+        stat = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return SessionInfo(
+        key=key,
+        name=None,
+        messages=None,
+        size=stat.st_size,
+        lines=None,
+        created_at=None,
+        last_activity=datetime.fromtimestamp(stat.st_mtime, timezone.utc),
+        error=f"cannot read: {error.strerror or error}",
+    )
 
 
 def _info(workspace: Workspace, key: str) -> SessionInfo | None:
     """What ``ls`` shows of one session; ``None`` if it vanished meanwhile."""
-    metadata = workspace.backend.get_session_metadata(key)
-    if metadata is None:
-        return None
     size = lines = None
     path = workspace.transcript(key)
     if path is not None:
+        # The file first: the store's metadata call would log an unreadable file and call it
+        # missing, and ls must show it.
         try:
             size, lines = _file_lines(path)
         except FileNotFoundError:
             return None
+        except OSError as error:
+            return _unreadable_info(key, path, error)
+    metadata = workspace.backend.get_session_metadata(key)
+    if metadata is None:
+        return None
     return SessionInfo(
         key=key,
         name=metadata.name,
@@ -257,21 +385,35 @@ def _info(workspace: Workspace, key: str) -> SessionInfo | None:
     )
 
 
+def _corrupt_rank(info: SessionInfo) -> float:
+    # An unreadable session is the most damaged of all; a backend without lines has none.
+    if info.error is not None:
+        return math.inf
+    return info.corrupt or 0
+
+
 _SORTS: dict[str, Callable[[SessionInfo], Any]] = {
     "key": lambda info: info.key,
-    "messages": lambda info: (-info.messages, info.key),
+    "messages": lambda info: (-(info.messages or 0), info.key),
     "size": lambda info: (-(info.size or 0), info.key),
     "activity": lambda info: (
         -(info.last_activity.timestamp() if info.last_activity else 0.0),
         info.key,
     ),
+    "corrupt": lambda info: (-_corrupt_rank(info), info.key),
 }
+
+
+def _unknown(value: int | None, info: SessionInfo) -> str:
+    if value is not None:
+        return f"{value:,}"
+    return "?" if info.error is not None else "-"
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
     workspace = open_workspace(args, create=False)
     try:
-        keys = workspace.backend.list_sessions()
+        keys = workspace.list_sessions()
         infos = []
         with Progress("reading sessions", len(keys)) as progress:
             for key in keys:
@@ -282,30 +424,40 @@ def cmd_ls(args: argparse.Namespace) -> int:
     finally:
         workspace.close()
     infos.sort(key=_SORTS[args.sort], reverse=args.reverse)
+    unreadable = [info for info in infos if info.error is not None]
     if args.json:
         _write_json([info.to_json() for info in infos])
-        return OK
-    rows = [
-        [
-            printable(info.key),
-            f"{info.messages:,}",
-            "-" if info.size is None else human_size(info.size),
-            _time_text(info.last_activity),
-            "-" if info.corrupt is None else f"{info.corrupt:,}",
+    else:
+        rows = [
+            [
+                printable(info.key),
+                _unknown(info.messages, info),
+                "-" if info.size is None else human_size(info.size),
+                _time_text(info.last_activity),
+                _unknown(info.corrupt, info),
+            ]
+            for info in infos
         ]
-        for info in infos
-    ]
-    headers = ["KEY", "MESSAGES", "SIZE", "LAST ACTIVITY (UTC)", "CORRUPT LINES"]
-    _write(render_table(headers, rows, right=(1, 2, 4)))
-    summary = _plural(len(infos), "session")
-    if workspace.kind == "jsonl":  # other backends have no files to size, no lines to count
-        total_size = sum(info.size or 0 for info in infos)
-        corrupt = sum(info.corrupt or 0 for info in infos)
-        summary += f", {human_size(total_size)}, {_plural(corrupt, 'corrupt line')}"
-        if corrupt:
-            summary += " (turnlog doctor lists them, turnlog compact --all drops them)"
-    _write(summary + "\n")
-    return OK
+        headers = ["KEY", "MESSAGES", "SIZE", "LAST ACTIVITY (UTC)", "CORRUPT LINES"]
+        _write(render_table(headers, rows, right=(1, 2, 4)))
+        summary = _plural(len(infos), "session")
+        if workspace.kind == "jsonl":  # other backends have no files to size, no lines to count
+            total_size = sum(info.size or 0 for info in infos)
+            corrupt = sum(info.corrupt or 0 for info in infos)
+            summary += f", {human_size(total_size)}, {_plural(corrupt, 'corrupt line')}"
+            if unreadable:
+                summary += f", {len(unreadable):,} unreadable"
+            if corrupt:
+                summary += " (turnlog doctor lists them, turnlog compact --all drops them)"
+        if workspace.store is None:
+            summary += f" ({workspace.where} has no sessions yet)"
+        _write(summary + "\n")
+    # Each unreadable session is also an error line, and the exit status says the listing is
+    # not whole, as doctor and compact do; the table (or JSON) above still lists every session.
+    sys.stdout.flush()
+    for info in unreadable:
+        _error(f"session {_quote(info.key)}: {info.error}")
+    return FAILURE if unreadable else OK
 
 
 # --- show ---------------------------------------------------------------------------------------
@@ -325,9 +477,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     workspace = open_workspace(args, create=False)
     try:
         workspace.require([args.key])
+        workspace.require_readable(args.key)
         messages = workspace.backend.load(args.key, limit=args.tail)
         total = len(messages)
-        if args.tail is not None and not args.json:
+        if args.tail is not None and messages and not args.json:  # to number them
             metadata = workspace.backend.get_session_metadata(args.key)
             total = metadata.message_count if metadata is not None else total
     finally:
@@ -398,7 +551,10 @@ def cmd_append(args: argparse.Namespace) -> int:
         raise CliError(f"invalid message, nothing appended: {error}") from None
     finally:
         workspace.close()
-    _write(f"appended {_plural(len(messages), 'message')} to {_quote(args.key)}\n")
+    if args.json:
+        _write_json({"key": args.key, "appended": len(messages)})
+    else:
+        _write(f"appended {_plural(len(messages), 'message')} to {_quote(args.key)}\n")
     return OK
 
 
@@ -420,12 +576,14 @@ def _report_json(key: str, report: Report | None, error: str | None) -> dict[str
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     if args.backend != "jsonl":
-        raise CliError("doctor: it reads JSONL transcripts; --backend sqlite has none", USAGE)
+        raise CliError(
+            f"doctor: it reads JSONL transcripts; --backend {args.backend} has none", USAGE
+        )
     workspace = open_workspace(args, create=False)
     checked: list[tuple[str, Report | None, str | None]] = []
     try:
         workspace.require(args.keys)
-        keys = args.keys or workspace.backend.list_sessions()
+        keys = args.keys or workspace.list_sessions()
         with Progress("checking sessions", len(keys)) as progress:
             for key in keys:
                 path = workspace.transcript(key)
@@ -453,6 +611,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             }
         )
         return status
+    if not keys:
+        _write(f"nothing to check: no sessions in {workspace.where}\n")
+        return OK
     out = []
     for key, report, error in checked:
         if error:
@@ -479,6 +640,33 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 # --- compact ------------------------------------------------------------------------------------
 
 
+def _compact_one(workspace: Workspace, key: str) -> dict[str, Any] | None:
+    """Compact one session: its result row, or ``None`` if it was deleted since it was listed.
+
+    Raises:
+        OSError: this session could not be read or rewritten.
+    """
+    path = workspace.transcript(key)
+    before: tuple[int | None, int | None] = (None, None)
+    after = before
+    try:
+        if path is not None:
+            before = _file_lines(path)
+        workspace.backend.compact(key)
+        if path is not None:
+            after = _file_lines(path)
+    except FileNotFoundError:
+        return None
+    removed = None if before[1] is None or after[1] is None else before[1] - after[1]
+    return {
+        "key": key,
+        "lines_removed": removed,
+        "size_before": before[0],
+        "size_after": after[0],
+        "error": None,
+    }
+
+
 def cmd_compact(args: argparse.Namespace) -> int:
     if args.all and args.keys:
         raise CliError("compact: give session keys or --all, not both", USAGE)
@@ -486,42 +674,49 @@ def cmd_compact(args: argparse.Namespace) -> int:
         raise CliError("compact: name the sessions to compact, or pass --all", USAGE)
     workspace = open_workspace(args, create=False)
     results: list[dict[str, Any]] = []
+    failures: list[str] = []
     try:
         workspace.require(args.keys)
-        keys = workspace.backend.list_sessions() if args.all else args.keys
+        keys = workspace.list_sessions() if args.all else args.keys
         with Progress("compacting", len(keys)) as progress:
             for key in keys:
-                path = workspace.transcript(key)
-                before: tuple[int | None, int | None] = (None, None)
-                after = before
                 try:
-                    if path is not None:
-                        before = _file_lines(path)
-                    workspace.backend.compact(key)
-                    if path is not None:
-                        after = _file_lines(path)
-                except FileNotFoundError:
-                    progress.advance()
-                    continue  # deleted since it was listed
-                removed = None if before[1] is None or after[1] is None else before[1] - after[1]
-                results.append(
-                    {
+                    result = _compact_one(workspace, key)
+                except ConnectionError:
+                    raise  # the Redis server went away: every other session would fail too
+                except OSError as error:
+                    # One bad session (unreadable, a full disk) must not keep the others as
+                    # they are: go on, and report it and fail at the end.
+                    failures.append(f"cannot compact session {_quote(key)}: {_os_error(error)}")
+                    result = {
                         "key": key,
-                        "lines_removed": removed,
-                        "size_before": before[0],
-                        "size_after": after[0],
+                        "lines_removed": None,
+                        "size_before": None,
+                        "size_after": None,
+                        "error": _os_error(error),
                     }
-                )
+                if result is not None:
+                    results.append(result)
                 progress.advance()
     finally:
         workspace.close()
     if args.json:
         _write_json(results)
-        return OK
+    elif not keys:
+        _write(f"nothing to compact: no sessions in {workspace.where}\n")
+    else:
+        _write(_compact_table(workspace, results, len(failures)))
+    sys.stdout.flush()
+    for failure in failures:
+        _error(failure)
+    return FAILURE if failures else OK
 
+
+def _compact_table(workspace: Workspace, results: list[dict[str, Any]], failed: int) -> str:
     def size(value: int | None) -> str:
         return "-" if value is None else human_size(value)
 
+    done = [result for result in results if result["error"] is None]
     rows = [
         [
             printable(result["key"]),
@@ -529,17 +724,18 @@ def cmd_compact(args: argparse.Namespace) -> int:
             size(result["size_before"]),
             size(result["size_after"]),
         ]
-        for result in results
+        for result in done
     ]
     table = render_table(
         ["KEY", "LINES REMOVED", "SIZE BEFORE", "SIZE AFTER"], rows, right=(1, 2, 3)
     )
-    summary = f"compacted {_plural(len(results), 'session')}"
+    summary = f"compacted {_plural(len(done), 'session')}"
     if workspace.kind == "jsonl":
-        removed = sum(result["lines_removed"] or 0 for result in results)
+        removed = sum(result["lines_removed"] or 0 for result in done)
         summary += f": removed {_plural(removed, 'line')}"
-    _write(f"{table}{summary}\n")
-    return OK
+    if failed:
+        summary += f"; {failed:,} failed"
+    return f"{table}{summary}\n"
 
 
 # --- rm -----------------------------------------------------------------------------------------
@@ -547,14 +743,19 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
 def cmd_rm(args: argparse.Namespace) -> int:
     workspace = open_workspace(args, create=False)
+    removed: list[str] = []
     try:
         workspace.require(args.keys)  # all or nothing: a typo removes no session
         for key in args.keys:
             if not workspace.backend.delete_session(key):
                 raise CliError(f"could not remove session {_quote(key)}")
-            _write(f"removed {_quote(key)}\n")
+            removed.append(key)
+            if not args.json:
+                _write(f"removed {_quote(key)}\n")
     finally:
         workspace.close()
+    if args.json:
+        _write_json({"removed": removed})
     return OK
 
 
@@ -593,14 +794,21 @@ def _markdown(key: str, messages: list[ChatMessage]) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    # --json asks for JSON, as on every command: here that is the json format.
+    if args.json and args.format not in (None, "json"):
+        raise CliError(
+            f"export: --json writes JSON; it cannot go with --format {args.format}", USAGE
+        )
+    form = "json" if args.json else args.format or "jsonl"
     workspace = open_workspace(args, create=False)
     try:
         workspace.require([args.key])
-        if args.format == "markdown":
+        workspace.require_readable(args.key)
+        if form == "markdown":
             text = _markdown(args.key, workspace.backend.load(args.key))
         else:
             lines = _valid_lines(workspace, args.key)
-            if args.format == "jsonl":
+            if form == "jsonl":
                 text = "".join(line + "\n" for line in lines)
             else:
                 items = ",\n".join("  " + line for line in lines)
@@ -686,8 +894,10 @@ examples:
   turnlog compact --all
   turnlog export telegram_user123 --format markdown > chat.md
 
-The workspace is --workspace, else $TURNLOG_WORKSPACE, else the current folder.
-Exit status: 0 done, 1 failed (or doctor found damage), 2 wrong command line.
+The workspace is --workspace, else $TURNLOG_WORKSPACE, else the current folder;
+with --backend redis, the server is --redis-url, else $TURNLOG_REDIS_URL.
+Exit status: 0 done, 1 failed (or doctor found damage, or a session was unreadable),
+2 wrong command line.
 """
 
 
@@ -715,34 +925,52 @@ def build_parser() -> argparse.ArgumentParser:
         )
         target.add_argument(
             "--backend",
-            choices=("jsonl", "sqlite"),
+            choices=("jsonl", "sqlite", "redis"),
             default="jsonl" if default is None else default,
             help="how the workspace stores sessions (default: jsonl)",
         )
-    json_flag = _Parser(add_help=False)
-    json_flag.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        target.add_argument(
+            "--redis-url",
+            metavar="URL",
+            default=default,
+            help=f"with --backend redis (default: $TURNLOG_REDIS_URL, else {DEFAULT_REDIS_URL})",
+        )
+        target.add_argument(
+            "--redis-prefix",
+            metavar="PREFIX",
+            default=default,
+            help="with --backend redis: the prefix of its keys (default: turnlog:)",
+        )
+        target.add_argument(
+            "--json",
+            action="store_true",
+            default=False if default is None else default,
+            help="print JSON instead of a table or text",
+        )
 
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(
-        name: str, run: Callable[[argparse.Namespace], int], text: str, *parents: Any
+        name: str, run: Callable[[argparse.Namespace], int], text: str
     ) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=text, description=text, parents=[common, *parents])
+        sub = commands.add_parser(name, help=text, description=text, parents=[common])
         sub.set_defaults(run=run)
         return sub
 
-    ls = command("ls", cmd_ls, "list the sessions: messages, size, activity, damage", json_flag)
+    ls = command("ls", cmd_ls, "list the sessions: messages, size, activity, damage")
     ls.add_argument(
         "--sort",
         choices=tuple(_SORTS),
         default="key",
-        help="key (default, A to Z); messages, size, activity (largest or newest first)",
+        help="key (default, A to Z); messages, size, activity, corrupt (most or newest first)",
     )
     ls.add_argument("--reverse", action="store_true", help="reverse the order")
 
-    show = command("show", cmd_show, "print a session's messages, oldest first", json_flag)
+    show = command("show", cmd_show, "print a session's messages, oldest first")
     show.add_argument("key", type=_session_key, metavar="KEY")
-    show.add_argument("--tail", type=_positive, metavar="N", help="only the newest N messages")
+    show.add_argument(
+        "--tail", type=_tail, metavar="N", help="only the newest N messages (0: none)"
+    )
 
     append = command(
         "append",
@@ -764,13 +992,10 @@ def build_parser() -> argparse.ArgumentParser:
         "doctor",
         cmd_doctor,
         "find corrupt lines (line number and why); exit status 1 if any",
-        json_flag,
     )
     doctor.add_argument("keys", nargs="*", type=_session_key, metavar="KEY")
 
-    compact = command(
-        "compact", cmd_compact, "rewrite sessions with only their valid lines", json_flag
-    )
+    compact = command("compact", cmd_compact, "rewrite sessions with only their valid lines")
     compact.add_argument("keys", nargs="*", type=_session_key, metavar="KEY")
     compact.add_argument("--all", action="store_true", help="every session of the workspace")
 
@@ -780,13 +1005,13 @@ def build_parser() -> argparse.ArgumentParser:
     export = command("export", cmd_export, "write a session as JSON lines, JSON or Markdown")
     export.add_argument("key", type=_session_key, metavar="KEY")
     export.add_argument(
-        "--format", choices=("jsonl", "json", "markdown"), default="jsonl", help="default: jsonl"
+        "--format",
+        choices=("jsonl", "json", "markdown"),
+        help="default: jsonl (json with --json)",
     )
     export.add_argument("-o", "--output", metavar="FILE", help="write to FILE, not stdout")
 
-    bench = command(
-        "bench", cmd_bench, "time Rust vs pure Python on a generated, damaged session", json_flag
-    )
+    bench = command("bench", cmd_bench, "time Rust vs pure Python on a generated, damaged session")
     bench.add_argument(
         "--messages",
         type=_positive,
@@ -801,8 +1026,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _error(message: str) -> None:
-    # One line, whatever the message holds: a key or a path may carry a newline.
-    line = printable(" ".join(message.split("\n")))
+    # One line, whatever the message holds: a key or a path may carry a newline. The library's
+    # own messages may start with "turnlog: " already.
+    line = printable(" ".join(message.removeprefix(f"{PROG}: ").split("\n")))
     sys.stderr.write(f"{PROG}: error: {line}\n")
 
 
@@ -833,6 +1059,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = build_parser().parse_args(argv)
         except SystemExit as done:  # --help and --version print, then "exit"
             return done.code if isinstance(done.code, int) else OK
+        if args.backend != "redis" and (args.redis_url or args.redis_prefix):
+            # Not ignored: it would quietly list the local workspace instead of the server.
+            raise CliError("--redis-url and --redis-prefix need --backend redis", USAGE)
         status: int = args.run(args)
         sys.stdout.flush()
         return status

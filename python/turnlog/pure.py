@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 
 from . import _files, _format
 from ._impl import ChatMessage
-from ._jsonl import Durability, JsonlStoreBase, PathLike, search_words
+from ._jsonl import Appended, Durability, JsonlStoreBase, PathLike, search_words
 from .backend import MessageLike
 
 __all__ = ["SessionStore"]
@@ -45,13 +45,13 @@ def _count_valid(data: bytes) -> int:
     return sum(_format.valid_text(line) is not None for line in data.split(b"\n"))
 
 
-def _read(path: str, *, tail: bool = False) -> bytes:
-    """The whole file at ``path`` (never through a symlink); with ``tail``, under a shared lock,
-    as the Rust store reads a tail, so no writer truncates it meanwhile."""
+def _read(path: str) -> bytes:
+    """The whole file at ``path`` (never through a symlink), read under a shared lock as the
+    Rust store reads: no writer cuts the file in place meanwhile, so no line read is the head
+    of one line and the tail of a later one."""
     fd = _files.open_regular(path)
     try:
-        if tail:
-            fcntl.flock(fd, fcntl.LOCK_SH)
+        fcntl.flock(fd, fcntl.LOCK_SH)
         return _files.read_all(fd)
     finally:
         os.close(fd)
@@ -83,12 +83,13 @@ class SessionStore(JsonlStoreBase):
         mode = stat.S_IMODE(os.fstat(fd).st_mode)
         _files.replace(path, data, mode=mode, durable=self._durable)
 
-    def _append_bytes(self, path: str, data: bytes) -> bool:
+    def _append_bytes(self, path: str, data: bytes) -> Appended:
         with _files.locked(path, create=True) as held:
             assert held is not None
             fd, created = held
             size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
+            torn = bool(size) and os.pread(fd, 1, size - 1) != b"\n"
+            if torn:
                 data = b"\n" + data  # never glue a record onto a torn last line
             try:
                 _files.write_all(fd, data)
@@ -104,7 +105,7 @@ class SessionStore(JsonlStoreBase):
                 raise
         if created and self._durable:
             _files.sync_dir(self._sessions_dir)
-        return created
+        return created, torn
 
     # --- what JsonlStoreBase needs --------------------------------------------------------------
 
@@ -112,7 +113,7 @@ class SessionStore(JsonlStoreBase):
         path = self._path(session_key)
         if limit == 0:
             return []
-        data = _read(path, tail=limit is not None)
+        data = _read(path)
         messages = [m for m in map(_format.parse_line, data.split(b"\n")) if m is not None]
         return messages if limit is None else messages[-limit:]
 
@@ -123,18 +124,19 @@ class SessionStore(JsonlStoreBase):
         except FileNotFoundError:
             return None
         try:
+            fcntl.flock(fd, fcntl.LOCK_SH)  # a snapshot, as _read takes it
             return _count_valid(_files.read_all(fd)), os.fstat(fd).st_mtime_ns
         finally:
             os.close(fd)
 
-    def _append(self, session_key: str, message: MessageLike) -> bool:
+    def _append(self, session_key: str, message: MessageLike) -> Appended:
         line = _format.encode_message(message)
         return self._append_bytes(self._path(session_key), line)
 
-    def _append_many(self, session_key: str, messages: Iterable[MessageLike]) -> bool:
+    def _append_many(self, session_key: str, messages: Iterable[MessageLike]) -> Appended:
         data = b"".join([_format.encode_message(m) for m in messages])
         path = self._path(session_key)
-        return bool(data) and self._append_bytes(path, data)
+        return self._append_bytes(path, data) if data else (False, False)
 
     def _delete(self, session_key: str) -> bool:
         path = self._path(session_key)

@@ -15,11 +15,13 @@ store's reversible encoding: ASCII letters, digits, ``_``, ``-`` and ``%XX``)::
                                 store writes for it, without the newline
     turnlog:{<name>}:meta       hash: created_at, last_activity (microseconds since the epoch),
                                 name, agent_alias, channel_id, room_id, sender_id, state,
-                                turn_id, turn_started_at, op (the last write's id, see below)
+                                turn_id, turn_started_at
+    turnlog:{<name>}:ops        hash: the id of each recent write to the session -> its result
+    turnlog:{<name>}:op-order   list: the same ids, oldest first (to forget the oldest)
     turnlog:sessions            sorted set: every session's <name>, scored by last activity
     turnlog:running             sorted set: sessions in the "running" state, by turn start
 
-The ``{<name>}`` hash tag puts both keys of a session in one Cluster slot, so every per-session
+The ``{<name>}`` hash tag puts the keys of a session in one Cluster slot, so every per-session
 change is one Lua script, atomic on the server. On a standalone server the same script also
 updates the two sorted sets (fully atomic). On a Cluster the sorted sets live in other slots, so
 they are updated by separate commands right after the script: after a client crash between the
@@ -46,7 +48,7 @@ import redis.asyncio.cluster
 import redis.cluster
 import redis.exceptions
 
-from . import _format
+from . import _format, _meta
 from ._checks import check_amount, check_limit, check_text
 from ._impl import ChatMessage
 from ._jsonl import search_words
@@ -72,9 +74,17 @@ _MICROSECOND = timedelta(microseconds=1)
 #: Elements read from the end by ``remove_last``/``update_last`` before falling back to a full
 #: read (only a list ending in foreign, invalid elements needs more).
 _TAIL = 8
+_INT64_MAX = 2**63 - 1
 #: Optimistic attempts of a compare-and-set edit before giving up (each failed attempt means
 #: another client changed the session's tail in between, so some client made progress).
 _ATTEMPTS = 1000
+#: How many write results each session remembers (the oldest are forgotten first), so that
+#: redis-py resending a script whose reply was lost to a broken connection gets that result
+#: instead of running it again; and after how long without writes a session forgets them all
+#: (ms). A resend comes within redis-py's retry budget (seconds): a chat session sees far fewer
+#: than _OP_CAP writes in that time.
+_OP_CAP = 1000
+_OP_KEEP_MS = 600_000
 #: Commands per pipeline round trip, and sessions per search batch.
 _BATCH = 1000
 _SEARCH_BATCH = 32
@@ -94,21 +104,30 @@ class RedisUnavailableError(redis.exceptions.ConnectionError, builtins.Connectio
 
 # --- Lua ----------------------------------------------------------------------------------------
 
-# Every write script takes KEYS = (messages, meta) and, on a standalone server, also (index,
-# running), and ARGV = (op id, now in microseconds or '' for the server's clock, index member,
-# key TTL in ms or '', ...). It returns {code, activity, running}: activity is the new last
+# Every write script takes KEYS = (messages, meta, ops, op-order) and, on a standalone server, also
+# (index, running), and ARGV = (op id, now in microseconds or '' for the server's clock, index
+# member, key TTL in ms or '', ...). It returns {code, activity, running}: activity is the new last
 # activity ('' if unchanged), running is '' (unchanged), '-' (no longer running) or the start of
-# a new turn. A write that changed the session records "<op id><result>" in meta.op, and a call
-# that arrives again with the same op id (redis-py resends a command when the connection broke
-# before the reply came) gets the recorded result instead of running twice.
-_PRELUDE = """
-local msgs, meta, index, running = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+# a new turn.
+#
+# Exactly once: a call's writes all carry one random op id (every attempt of a compare-and-set
+# loop too). A script that applies a write records the id and its result in the session's `ops`
+# hash (and the id at the end of `op-order`) in the same atomic step; a script whose id is
+# recorded returns the recorded result and changes nothing. So when redis-py resends a script
+# whose reply was lost, even after other clients wrote to the session, the resend answers what
+# the first run did; and a compare-and-set loop, whose later attempts carry the same id, never
+# applies a second edit once one attempt was applied. An attempt answered 'retry' changed nothing
+# and records nothing. A session keeps its last _OP_CAP results (`op-order` evicts the oldest),
+# and both keys expire _OP_KEEP_MS after its last write.
+_PRELUDE = (
+    f"local KEEP, CAP = {_OP_KEEP_MS}, {_OP_CAP}\n"
+    + """
+local msgs, meta, ops, order = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local index, running = KEYS[5], KEYS[6]
 local op, member, ttl = ARGV[1], ARGV[3], ARGV[4]
 if op ~= '' then
-  local last = redis.call('HGET', meta, 'op')
-  if last and string.sub(last, 1, #op) == op then
-    return cjson.decode(string.sub(last, #op + 1))
-  end
+  local recorded = redis.call('HGET', ops, op)
+  if recorded then return cjson.decode(recorded) end
 end
 local now = ARGV[2]
 if now == '' then
@@ -125,8 +144,16 @@ local function push(first, last)
     redis.call('RPUSH', msgs, unpack(ARGV, i, math.min(i + 999, last)))
   end
 end
+local function record(result)
+  redis.call('HSET', ops, op, cjson.encode(result))
+  if redis.call('RPUSH', order, op) > CAP then
+    redis.call('HDEL', ops, redis.call('LPOP', order))
+  end
+  redis.call('PEXPIRE', ops, KEEP)
+  redis.call('PEXPIRE', order, KEEP)
+end
 local function done(result)
-  if op ~= '' then redis.call('HSET', meta, 'op', op .. cjson.encode(result)) end
+  if op ~= '' then record(result) end
   if ttl ~= '' then
     redis.call('PEXPIRE', msgs, ttl)
     redis.call('PEXPIRE', meta, ttl)
@@ -134,6 +161,7 @@ local function done(result)
   return result
 end
 """
+)
 
 # ARGV[5..]: the lines to push.
 _APPEND = """
@@ -161,21 +189,25 @@ activity()
 return done({'1', now, ''})
 """
 
+# Recorded even when there is nothing to clear: run again after another client's append, it would
+# clear that.
 _CLEAR = """
 local n = redis.call('LLEN', msgs)
-if n == 0 then return {'0', '', ''} end
+if n == 0 then return done({'0', '', ''}) end
 redis.call('DEL', msgs)
 activity()
 return done({tostring(n), now, ''})
 """
 
+# Recorded (in `ops`, which it keeps): run again after another client recreated the session, it
+# would delete that.
 _DELETE = """
 local existed = redis.call('DEL', msgs, meta)
 if index then
   redis.call('ZREM', index, member)
   redis.call('ZREM', running, member)
 end
-return {tostring(existed), '', '-'}
+return done({tostring(existed), '', '-'})
 """
 
 # ARGV[5]: a field to set to now ('' for none); ARGV[6]: '+' (now running), '-' (not running) or
@@ -213,7 +245,8 @@ return done({tostring(removed), now, ''})
 """
 
 # ARGV[5]: the cutoff. Deletes the session if its last activity is still before it; drops the
-# index entries of a session whose keys are gone (expired).
+# index entries of a session whose keys are gone (expired). Run again, it finds the session gone,
+# or (re)created or active since, so with a last activity after the cutoff: it needs no op id.
 _CLEANUP = """
 local last = redis.call('HGET', meta, 'last_activity')
 if last and tonumber(last) >= tonumber(ARGV[5]) then return {'0', last, ''} end
@@ -224,6 +257,33 @@ if index then
 end
 if removed > 0 then removed = 1 end
 return {tostring(removed), '', '-'}
+"""
+
+
+# ARGV[5..7]: created_at, last_activity, turn_started_at in microseconds ('' keeps that one). An
+# importer's times, so unlike `activity()` they may go back: the index (and, for a running
+# session, the running set) gets exactly the time given. `turn_started_at` only on a session
+# running or in error, as the other stores; a missing session stays missing ('0'). Recorded
+# either way: run again after another client's write, it would move that write's activity back
+# (or date a session created since).
+_SET_TIMES = """
+if redis.call('EXISTS', meta) == 0 then return done({'0', '', ''}) end
+if ARGV[5] ~= '' then redis.call('HSET', meta, 'created_at', ARGV[5]) end
+local last = ARGV[6]
+if last ~= '' then
+  redis.call('HSET', meta, 'last_activity', last)
+  if index then redis.call('ZADD', index, last, member) end
+end
+local run = ''
+local state = redis.call('HGET', meta, 'state')
+if ARGV[7] ~= '' and (state == 'running' or state == 'error') then
+  redis.call('HSET', meta, 'turn_started_at', ARGV[7])
+  if state == 'running' then
+    run = ARGV[7]
+    if running then redis.call('ZADD', running, run, member) end
+  end
+end
+return done({'1', last, run})
 """
 
 
@@ -248,6 +308,7 @@ _SCRIPTS = {
         "set_meta": _SET_META,
         "compact": _COMPACT,
         "cleanup": _CLEANUP,
+        "set_times": _SET_TIMES,
     }.items()
 }
 
@@ -332,20 +393,14 @@ def _encode(message: object) -> bytes:
 
 def _newest_valid(elements: Sequence[bytes]) -> int | None:
     """The position in ``elements`` of the last one that is a valid message."""
-    for position in range(len(elements) - 1, -1, -1):
-        if _format.parse_line(elements[position]) is not None:
-            return position
-    return None
+    parsed = _format.parse_lines(elements)
+    return next((i for i in range(len(parsed) - 1, -1, -1) if parsed[i] is not None), None)
 
 
 def _messages(elements: Iterable[object]) -> list[ChatMessage]:
-    """The valid messages among ``elements``, in order (invalid ones skipped, as corrupt lines)."""
-    found = []
-    for element in elements:
-        message = _format.parse_line(_bytes(element))
-        if message is not None:
-            found.append(message)
-    return found
+    """The valid messages among ``elements``, in order (invalid ones skipped, as corrupt lines:
+    the JSONL store's validator, in one call for the whole list)."""
+    return [m for m in _format.parse_lines([_bytes(e) for e in elements]) if m is not None]
 
 
 def _hash(raw: object) -> dict[str, Any]:
@@ -480,7 +535,8 @@ class _RedisCore:
         return f"{self._prefix}{{{name}}}:messages", f"{self._prefix}{{{name}}}:meta"
 
     def _script_keys(self, name: str) -> tuple[str, ...]:
-        keys = self._keys_of(name)
+        tag = f"{self._prefix}{{{name}}}"
+        keys = (*self._keys_of(name), f"{tag}:ops", f"{tag}:op-order")
         return keys if self._cluster else (*keys, self._index, self._running)
 
     def _now(self) -> str:
@@ -522,9 +578,10 @@ class _RedisCore:
         yield from self._settle(name)
 
     def _settle(self, name: str) -> _Op[None]:
-        """After removing ``name`` from a sorted set, put it back if its metadata (read after the
-        removal) says it belongs there: a client that changes the metadata later also updates
-        the set later, so whichever order the two clients' commands ran in, the set is right."""
+        """After removing ``name`` from a sorted set (or moving its score back), put it back if
+        its metadata (read after that) says it belongs there: a client that changes the metadata
+        later also updates the set later, so whichever order the two clients' commands ran in,
+        the set is right."""
         raw = yield _Call(
             "hmget", (self._keys_of(name)[1], "last_activity", "state", "turn_started_at")
         )
@@ -544,7 +601,8 @@ class _RedisCore:
             return _messages((yield _Call("lrange", (messages, 0, -1))))
         if limit == 0:
             return []
-        window = limit
+        # LRANGE takes int64 indexes; no list is longer, so a larger limit means every element.
+        window = min(limit, _INT64_MAX)
         while True:
             # One LRANGE is one consistent snapshot; a tail holding invalid elements is read
             # again, further back, until it holds `limit` valid messages or is the whole list.
@@ -552,7 +610,7 @@ class _RedisCore:
             found = _messages(elements)
             if len(found) >= limit or len(elements) < window:
                 return found[len(found) - min(limit, len(found)) :]
-            window = window * 4 + _TAIL
+            window = min(window * 4 + _TAIL, _INT64_MAX)
 
     def _op_append(self, session_key: str, lines: list[bytes]) -> _Op[None]:
         name = _format.key_to_name(session_key)
@@ -565,7 +623,9 @@ class _RedisCore:
         """Remove (``line`` is ``None``) or replace the newest valid message."""
         name = _format.key_to_name(session_key)
         messages = self._keys_of(name)[0]
-        write = self._write("edit_last", name, ())  # one op id for every attempt
+        # One op id for every attempt: once an attempt was applied, any later one (or redis-py's
+        # resend of it) gets that attempt's recorded result, so no second message is edited.
+        write = self._write("edit_last", name, ())
         for _ in range(_ATTEMPTS):
             tail = [_bytes(element) for element in (yield _Call("lrange", (messages, -_TAIL, -1)))]
             position = _newest_valid(tail)
@@ -594,12 +654,13 @@ class _RedisCore:
     def _op_compact(self, session_key: str) -> _Op[None]:
         name = _format.key_to_name(session_key)
         messages = self._keys_of(name)[0]
-        write = self._write("compact", name, ())
+        write = self._write("compact", name, ())  # one op id for every attempt, as above
         for _ in range(_ATTEMPTS):
             elements = [_bytes(e) for e in (yield _Call("lrange", (messages, 0, -1)))]
             pairs: list[bytes | str | int] = []
-            for position, element in enumerate(elements):
-                if _format.parse_line(element) is None:
+            parsed = _format.parse_lines(elements)
+            for position, (element, message) in enumerate(zip(elements, parsed, strict=True)):
+                if message is None:
                     pairs += [position, element]
             if not pairs:
                 return
@@ -614,7 +675,7 @@ class _RedisCore:
 
     def _op_delete(self, session_key: str) -> _Op[bool]:
         name = _format.key_to_name(session_key)
-        result = yield self._write("delete", name, (), idempotent=False)
+        result = yield self._write("delete", name, ())
         yield from self._unindex(name)
         return int(_str(result[0]) or 0) > 0
 
@@ -765,6 +826,38 @@ class _RedisCore:
                 session_key, {"state": "error", "turn_id": turn_id}, running="-"
             )
 
+    def _op_set_times(
+        self,
+        session_key: str,
+        created_at: datetime | None,
+        last_activity: datetime | None,
+        turn_started_at: datetime | None,
+    ) -> _Op[bool]:
+        name = _format.key_to_name(session_key)
+        # Checked before the first yield: bad input raises before anything is sent.
+        args: list[bytes | str | int] = [
+            "" if when is None else _us(_meta.checked_utc(when, what))
+            for when, what in (
+                (created_at, "created_at"),
+                (last_activity, "last_activity"),
+                (turn_started_at, "turn_started_at"),
+            )
+        ]
+        result = yield self._write("set_times", name, args)
+        if _str(result[0]) != "1":
+            return False
+        if self._cluster:
+            activity = _str(result[1]) or ""
+            if activity:
+                # Exact, not `_follow`'s ZADD GT: an importer's time is usually older than the
+                # score, which GT would keep.
+                yield _Call("zadd", (self._index, {name: int(activity)}))
+            # Re-read the hash: a client whose write ran after the script (and whose own ZADD
+            # may have come before ours) gets its newer activity back; the running set gets
+            # the turn start the hash now holds.
+            yield from self._settle(name)
+        return True
+
     def _op_get_field(self, session_key: str, field_name: str) -> _Op[str | None]:
         meta = self.meta_key(session_key)
         return _str((yield _Call("hget", (meta, field_name))))
@@ -865,7 +958,8 @@ class RedisSessionBackend(_RedisCore, SessionBackend):
             ``cleanup_stale`` or ``repair_index``, and skipped by every listing meanwhile).
             ``None`` (default): keys never expire.
         **client_options: Passed to ``from_url`` when ``url_or_client`` is a URL (for example
-            ``socket_timeout=5`` or ``retry=...``).
+            ``socket_timeout=5``, or ``retry=Retry(...)``: without it, redis-py 8.x does not
+            resend a command after a connection error; see ``docs/REDIS.md``).
 
     Raises:
         TypeError, ValueError: a bad argument, or a client with ``decode_responses=True``.
@@ -1129,6 +1223,37 @@ class RedisSessionBackend(_RedisCore, SessionBackend):
         """The turn state (``"idle"`` until set); ``None`` if no such session."""
         return self._run(self._op_get_state(session_key))
 
+    def set_session_times(
+        self,
+        session_key: str,
+        *,
+        created_at: datetime | None = None,
+        last_activity: datetime | None = None,
+        turn_started_at: datetime | None = None,
+    ) -> bool:
+        """Set an existing session's times (for importers: ``turnlog.migrate`` keeps the
+        source's), as ``SqliteSessionBackend.set_session_times`` does.
+
+        One script sets them in the metadata hash and the sorted sets together (on a Cluster
+        the sorted sets right after it, as for every write): the index's score is the given last
+        activity, even an older one, and a running session's ``running`` score the given turn
+        start, so ``cleanup_stale`` and ``list_stuck_sessions`` judge it by the given times.
+        ``None`` leaves a time unchanged; ``turn_started_at`` is set only on a session that is
+        running or in error (an idle one has no turn). Like every write it renews the
+        ``expire_after`` TTL.
+
+        Returns:
+            ``False`` (and nothing changed) if the session does not exist.
+
+        Raises:
+            TypeError, ValueError: a bad key, or a time that is not a timezone-aware datetime
+                (nothing is sent).
+            RedisUnavailableError: not acknowledged (see the exception).
+        """
+        return self._run(
+            self._op_set_times(session_key, created_at, last_activity, turn_started_at)
+        )
+
     def list_running_sessions(self) -> list[SessionMetadata]:
         """Sessions in the ``"running"`` state, the most recently active first."""
         return self._run(self._op_running(None))
@@ -1376,6 +1501,19 @@ class AsyncRedisSessionBackend(_RedisCore):
     async def get_session_state(self, session_key: str) -> SessionState | None:
         """See ``RedisSessionBackend.get_session_state``."""
         return await self._run(self._op_get_state(session_key))
+
+    async def set_session_times(
+        self,
+        session_key: str,
+        *,
+        created_at: datetime | None = None,
+        last_activity: datetime | None = None,
+        turn_started_at: datetime | None = None,
+    ) -> bool:
+        """See ``RedisSessionBackend.set_session_times``."""
+        return await self._run(
+            self._op_set_times(session_key, created_at, last_activity, turn_started_at)
+        )
 
     async def list_running_sessions(self) -> list[SessionMetadata]:
         """See ``RedisSessionBackend.list_running_sessions``."""

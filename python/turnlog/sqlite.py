@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
-from . import _format
+from . import _format, _meta
 from ._checks import Durability, check_amount, check_durability, check_limit, check_text
 from ._impl import ChatMessage
 from ._jsonl import PathLike, sessions_dir
@@ -71,7 +71,14 @@ _METADATA = ", ".join(f"s.{column}" for column in _METADATA_COLUMNS)
 #: The search keyword's word separators: Unicode white space, as the JSONL stores split it.
 _SPLIT = re.compile(f"[{re.escape(_format.WHITESPACE)}]+")
 #: The content of a message row, in SQL (the CASE spares a hand-damaged row a JSON error).
-_CONTENT = "CASE WHEN json_valid(m.line) THEN json_extract(m.line, '$.content') END"
+#: SQLite's JSON functions end a string at an escaped NUL (3.40 does), so a line with a
+#: ``\u0000`` anywhere is parsed in Python instead (a rare row: the common case stays in C).
+_CONTENT = (
+    "CASE WHEN instr(m.line, '\\u0000') THEN turnlog_content(m.line) "
+    "WHEN json_valid(m.line) THEN json_extract(m.line, '$.content') END"
+)
+#: The largest integer SQLite takes: a larger ``limit`` means "all" on every backend.
+_SQL_INT_MAX = 2**63 - 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -155,11 +162,7 @@ def _utc_now() -> datetime:
 
 def _text_of(when: datetime) -> str:
     """``when`` as the fixed-width UTC text the database stores."""
-    if not isinstance(when, datetime):
-        raise TypeError(f"a time must be a datetime, not {type(when).__name__}")
-    if when.tzinfo is None or when.utcoffset() is None:
-        raise ValueError(f"a time must be timezone-aware, got {when!r}")
-    return when.astimezone(timezone.utc).isoformat(timespec="microseconds")
+    return _meta.checked_utc(when, "a time").isoformat(timespec="microseconds")
 
 
 def _time_of(text: str | None) -> datetime | None:
@@ -189,15 +192,26 @@ def _message(line: object) -> ChatMessage | None:
         return None
 
 
-def _indexed_text(line: str) -> str | None:
-    """What the search index holds for a row: its lower-cased content (``None``: nothing)."""
+def _content(line: str) -> str | None:
+    """A row's content, parsed in Python (``None``: a damaged row, or no string content)."""
     try:
         # Numbers are not needed: parse_int=len spares long integers the conversion that
         # sys.set_int_max_str_digits may refuse (the same row must give the same text always).
         content = json.loads(line, parse_int=len).get("content")
     except (ValueError, AttributeError, RecursionError):
         return None
-    return content.lower() if isinstance(content, str) else None
+    return content if isinstance(content, str) else None
+
+
+def _indexed_text(line: str) -> str | None:
+    """What the search index holds for a row: its lower-cased content (``None``: nothing)."""
+    content = _content(line)
+    return None if content is None else content.lower()
+
+
+def _sql_limit(limit: int | None) -> int:
+    """``limit`` as SQL's ``LIMIT`` takes it: ``-1`` for none, at most ``_SQL_INT_MAX``."""
+    return -1 if limit is None else min(limit, _SQL_INT_MAX)
 
 
 def _metadata(row: Sequence[Any]) -> SessionMetadata:
@@ -370,6 +384,7 @@ class SqliteSessionBackend(SessionBackend):
             synchronous = "FULL" if self._durability == "power" else "NORMAL"
             connection.execute(f"PRAGMA synchronous = {synchronous}")
             connection.create_function("turnlog_matches", 3, _matches, deterministic=True)
+            connection.create_function("turnlog_content", 1, _content, deterministic=True)
         except BaseException:
             connection.close()
             raise
@@ -599,7 +614,7 @@ class SqliteSessionBackend(SessionBackend):
         else:
             # Newest first through the (session_key, id) index: reads `limit` rows, no more.
             query = select + " ORDER BY id DESC LIMIT ?"
-            found = self._conn().execute(query, (session_key, limit)).fetchall()
+            found = self._conn().execute(query, (session_key, _sql_limit(limit))).fetchall()
             found.reverse()
         result = []
         for line, created_at in found:
@@ -976,7 +991,7 @@ class SqliteSessionBackend(SessionBackend):
             raise ValueError(f"match must be 'all' or 'any', not {match!r}")
         keyword = check_text(query.keyword, "query.keyword", optional=True) or ""
         check_limit(query.limit)
-        limit = -1 if query.limit is None else query.limit
+        limit = _sql_limit(query.limit)
         order = "ORDER BY s.last_activity DESC, s.key LIMIT ?"
         words = search_words(keyword)
         connection = self._conn()

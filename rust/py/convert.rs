@@ -1,11 +1,12 @@
 //! Parsed records to Python objects.
 
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString};
 
 use super::message::{self, ChatMessage};
-use crate::batch::Batch;
+use crate::batch::{self, Batch};
 use crate::bigint;
 use crate::record::Value;
 
@@ -75,6 +76,10 @@ fn to_py_value<'py>(py: Python<'py>, value: &Value<'_>) -> PyResult<Bound<'py, P
     })
 }
 
+/// A dict of `fields`. One that holds only scalars is taken out of the cycle collector's sight,
+/// as CPython itself does with such dicts once a collection has looked at them: a load of many
+/// messages with small extras would otherwise make every collection walk them, pausing every
+/// thread of the process. Such a dict tracks itself again when a container is put in.
 fn fields_dict<'py, K: AsRef<str>>(
     py: Python<'py>,
     fields: &[(K, Value<'_>)],
@@ -83,24 +88,35 @@ fn fields_dict<'py, K: AsRef<str>>(
     for (name, item) in fields {
         dict.set_item(PyString::new(py, name.as_ref()), to_py_value(py, item)?)?;
     }
+    let scalars = fields
+        .iter()
+        .all(|(_, item)| !matches!(item, Value::Array(_) | Value::Object(_)));
+    if scalars {
+        // SAFETY: a live dict; untracking is always allowed.
+        unsafe { ffi::PyObject_GC_UnTrack(dict.as_ptr().cast()) }
+    }
     Ok(dict)
 }
 
-/// A `ChatMessage` for each message of `batch`, appended to `out`.
+/// A `ChatMessage` for each of `messages` (of `batch`), appended to `out`.
 pub fn messages(
     py: Python<'_>,
     roles: &mut RoleCache,
     batch: &Batch,
-    out: &mut Vec<Py<ChatMessage>>,
+    messages: &[batch::Message],
+    out: &Bound<'_, PyList>,
 ) -> PyResult<()> {
-    out.reserve(batch.messages.len());
-    for message in &batch.messages {
+    for message in messages {
         let extra = if message.extra.is_empty() {
             None
         } else {
             Some(fields_dict(py, &message.extra)?.unbind())
         };
-        let untracked = extra.is_none();
+        // SAFETY: a live object.
+        let untracked = match &extra {
+            None => true,
+            Some(dict) => unsafe { ffi::PyObject_GC_IsTracked(dict.as_ptr()) == 0 },
+        };
         let object = Py::new(
             py,
             ChatMessage {
@@ -112,7 +128,7 @@ pub fn messages(
         if untracked {
             message::untrack(&object);
         }
-        out.push(object);
+        out.append(object)?;
     }
     Ok(())
 }

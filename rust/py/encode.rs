@@ -19,6 +19,28 @@ fn type_name(value: &Bound<'_, PyAny>) -> String {
         .map_or_else(|_| "?".to_owned(), |n| n.to_string())
 }
 
+/// Calls `f` with each item of `dict` in the order `json.dumps` writes them: a dict's own
+/// order, or for a subclass (an `OrderedDict` rearranged with `move_to_end`) its `items()`.
+fn for_each_item<'py>(
+    dict: &Bound<'py, PyDict>,
+    mut f: impl FnMut(Bound<'py, PyAny>, Bound<'py, PyAny>) -> PyResult<()>,
+) -> PyResult<()> {
+    if dict.is_exact_instance_of::<PyDict>() {
+        for (name, item) in dict.iter() {
+            f(name, item)?;
+        }
+    } else {
+        for pair in dict
+            .call_method0(pyo3::intern!(dict.py(), "items"))?
+            .try_iter()?
+        {
+            let (name, item) = pair?.extract()?;
+            f(name, item)?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes one message line. Lone surrogates are reported only after every other check, as
 /// the pure store finds them last (when it encodes the finished line to UTF-8).
 struct Encoder<'o> {
@@ -112,20 +134,22 @@ impl Encoder<'_> {
             }
             if let Ok(dict) = value.cast::<PyDict>() {
                 self.out.push(b'{');
-                for (i, (name, item)) in dict.iter().enumerate() {
+                let mut first = true;
+                for_each_item(dict, |name, item| {
                     let name = name.cast::<PyString>().map_err(|_| {
                         PyTypeError::new_err(format!(
                             "JSON object keys must be str, not {}",
                             type_name(&name)
                         ))
                     })?;
-                    if i > 0 {
+                    if !first {
                         self.out.push(b',');
                     }
+                    first = false;
                     self.string(name);
                     self.out.push(b':');
-                    self.value(&item, depth + 1)?;
-                }
+                    self.value(&item, depth + 1)
+                })?;
                 self.out.push(b'}');
             } else {
                 self.out.push(b'[');
@@ -166,7 +190,7 @@ impl Encoder<'_> {
         self.out.extend_from_slice(b",\"content\":");
         self.string(content);
         if let Some(extra) = extra {
-            for (name, item) in extra.iter() {
+            for_each_item(extra, |name, item| {
                 let name = name.cast::<PyString>().map_err(|_| {
                     PyTypeError::new_err(format!(
                         "message field names must be str, not {}",
@@ -181,8 +205,8 @@ impl Encoder<'_> {
                 self.out.push(b',');
                 self.string(name);
                 self.out.push(b':');
-                self.value(&item, 1)?;
-            }
+                self.value(&item, 1)
+            })?;
         }
         self.out.extend_from_slice(b"}\n");
         Ok(())
@@ -208,8 +232,9 @@ pub fn encode_into(message: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()
         )
     } else if let Ok(dict) = message.cast::<PyDict>() {
         // As ChatMessage.from_dict: field names first, then presence, then types.
-        let chat = ChatMessage::from_dict(&message.py().get_type::<ChatMessage>(), dict.as_any())?;
         let py = message.py();
+        let (role, content, extra) = ChatMessage::fields(dict.as_any())?;
+        let chat = ChatMessage::build(py, &role, &content, Some(extra))?;
         let extra = chat.extra.as_ref().map(|d| d.bind(py).clone());
         encoder.message(
             chat.role.bind(py).as_any(),

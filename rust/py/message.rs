@@ -8,13 +8,9 @@ use pyo3::types::{PyDict, PyMapping, PyString, PyTuple, PyType};
 use pyo3::{ffi, PyTraverseError};
 
 /// One chat message: a ``role``, a ``content`` string, and any extra top-level fields.
-#[pyclass(module = "turnlog._native", name = "ChatMessage")]
+#[pyclass(module = "turnlog._native", name = "ChatMessage", subclass)]
 pub struct ChatMessage {
-    /// Who spoke, e.g. ``"user"``, ``"assistant"``, ``"system"`` or ``"tool"``.
-    #[pyo3(get, set)]
     pub role: Py<PyString>,
-    /// The text of the message.
-    #[pyo3(get, set)]
     pub content: Py<PyString>,
     /// Extra fields; `None` stands for `{}` until someone asks for the dict.
     pub extra: Option<Py<PyDict>>,
@@ -40,10 +36,11 @@ fn non_empty<'py>(extra: Option<&Py<PyDict>>, py: Python<'py>) -> Option<Bound<'
     extra.map(|d| d.bind(py).clone()).filter(|d| !d.is_empty())
 }
 
-/// Takes a message out of the cycle collector's sight. A message with no extra dict holds only
-/// strings, so it cannot be part of a reference cycle, and a load of a million messages would
-/// otherwise make the collector walk them again and again. The `extra` accessors, which may
-/// attach a dict, put it back ([`track`]).
+/// Takes a message out of the cycle collector's sight. A message whose extra dict is absent or
+/// itself untracked (it holds only scalars and such dicts) cannot be part of a reference cycle,
+/// and a load of a million messages would otherwise make the collector walk them again and
+/// again. The `extra` accessors, the only way to reach the dict and put a container in it, put
+/// the message back ([`track`]).
 pub fn untrack(message: &Py<ChatMessage>) {
     // SAFETY: the pointer is a live object of a GC-enabled type (every pyclass is one), and
     // untracking an object is always allowed.
@@ -61,6 +58,58 @@ fn track(message: &PyRefMut<'_, ChatMessage>) {
 }
 
 impl ChatMessage {
+    /// The role, content and other fields of a mapping, checked as `from_dict` checks them:
+    /// field names first, then presence (types are `build`'s to check).
+    pub fn fields<'py>(
+        data: &Bound<'py, PyAny>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyDict>)> {
+        let py = data.py();
+        let mapping = data.cast::<PyMapping>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "a message must be a ChatMessage or a mapping, not {}",
+                type_name(data)
+            ))
+        })?;
+        let extra = PyDict::new(py);
+        let (mut role, mut content) = (None, None);
+        for item in mapping.items()?.iter() {
+            let (name, value) = item.extract::<(Bound<'_, PyAny>, Bound<'_, PyAny>)>()?;
+            let name_str = name.cast::<PyString>().map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "message field names must be str, not {}",
+                    type_name(&name)
+                ))
+            })?;
+            // A name with a lone surrogate is neither; writing the message refuses it later,
+            // as the pure store does.
+            match name_str.to_str() {
+                Ok("role") => role = Some(value),
+                Ok("content") => content = Some(value),
+                _ => extra.set_item(name_str, value)?,
+            }
+        }
+        let role = role.ok_or_else(|| PyValueError::new_err("message has no 'role' field"))?;
+        let content =
+            content.ok_or_else(|| PyValueError::new_err("message has no 'content' field"))?;
+        Ok((role, content, extra))
+    }
+
+    /// A message of class `cls`: built here for `ChatMessage` itself, by calling a subclass
+    /// (whose `__init__` may do more) otherwise.
+    fn make<'py>(
+        cls: &Bound<'py, PyType>,
+        role: &Bound<'py, PyAny>,
+        content: &Bound<'py, PyAny>,
+        extra: Option<Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = cls.py();
+        if cls.is(py.get_type::<ChatMessage>()) {
+            Ok(Bound::new(py, Self::build(py, role, content, extra)?)?.into_any())
+        } else {
+            cls.call((role, content), extra.as_ref())
+        }
+    }
+
     pub fn build(
         py: Python<'_>,
         role: &Bound<'_, PyAny>,
@@ -102,14 +151,39 @@ impl ChatMessage {
         Self::build(py, role, content, extra)
     }
 
+    /// Who spoke, e.g. ``"user"``, ``"assistant"``, ``"system"`` or ``"tool"``.
+    #[getter]
+    fn role(&self, py: Python<'_>) -> Py<PyString> {
+        self.role.clone_ref(py)
+    }
+
+    #[setter]
+    fn set_role(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.role = checked_str(value, "role")?.unbind();
+        Ok(())
+    }
+
+    /// The text of the message.
+    #[getter]
+    fn content(&self, py: Python<'_>) -> Py<PyString> {
+        self.content.clone_ref(py)
+    }
+
+    #[setter]
+    fn set_content(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.content = checked_str(value, "content")?.unbind();
+        Ok(())
+    }
+
     /// Every top-level field other than ``role`` and ``content`` (``{}`` when none).
     #[getter]
     fn extra(mut slf: PyRefMut<'_, Self>) -> Py<PyDict> {
         let py = slf.py();
         if slf.extra.is_none() {
             slf.extra = Some(PyDict::new(py).unbind());
-            track(&slf);
         }
+        // The caller may put anything in the dict, this message included.
+        track(&slf);
         slf.extra
             .as_ref()
             .map_or_else(|| PyDict::new(py).unbind(), |d| d.clone_ref(py))
@@ -130,78 +204,48 @@ impl ChatMessage {
 
     /// Build a message from a mapping with ``role`` and ``content`` and any other fields.
     #[classmethod]
-    pub fn from_dict(_cls: &Bound<'_, PyType>, data: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let py = data.py();
-        let mapping = data.cast::<PyMapping>().map_err(|_| {
-            PyTypeError::new_err(format!(
-                "a message must be a ChatMessage or a mapping, not {}",
-                type_name(data)
-            ))
-        })?;
-        let extra = PyDict::new(py);
-        let (mut role, mut content) = (None, None);
-        for item in mapping.items()?.iter() {
-            let (name, value) = item.extract::<(Bound<'_, PyAny>, Bound<'_, PyAny>)>()?;
-            let name_str = name.cast::<PyString>().map_err(|_| {
-                PyTypeError::new_err(format!(
-                    "message field names must be str, not {}",
-                    type_name(&name)
-                ))
-            })?;
-            match name_str.to_cow()?.as_ref() {
-                "role" => role = Some(value),
-                "content" => content = Some(value),
-                _ => extra.set_item(name_str, value)?,
-            }
-        }
-        let role = role.ok_or_else(|| PyValueError::new_err("message has no 'role' field"))?;
-        let content =
-            content.ok_or_else(|| PyValueError::new_err("message has no 'content' field"))?;
-        Self::build(py, &role, &content, Some(extra))
+    fn from_dict<'py>(
+        cls: &Bound<'py, PyType>,
+        data: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (role, content, extra) = Self::fields(data)?;
+        Self::make(cls, &role, &content, Some(extra))
     }
 
     /// A ``system`` message.
     #[classmethod]
-    fn system(_cls: &Bound<'_, PyType>, content: &Bound<'_, PyAny>) -> PyResult<Self> {
-        Self::build(
-            content.py(),
-            &PyString::new(content.py(), "system"),
-            content,
-            None,
-        )
+    fn system<'py>(
+        cls: &Bound<'py, PyType>,
+        content: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Self::make(cls, &PyString::new(cls.py(), "system"), content, None)
     }
 
     /// A ``user`` message.
     #[classmethod]
-    fn user(_cls: &Bound<'_, PyType>, content: &Bound<'_, PyAny>) -> PyResult<Self> {
-        Self::build(
-            content.py(),
-            &PyString::new(content.py(), "user"),
-            content,
-            None,
-        )
+    fn user<'py>(
+        cls: &Bound<'py, PyType>,
+        content: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Self::make(cls, &PyString::new(cls.py(), "user"), content, None)
     }
 
     /// An ``assistant`` message.
     #[classmethod]
-    fn assistant(_cls: &Bound<'_, PyType>, content: &Bound<'_, PyAny>) -> PyResult<Self> {
-        Self::build(
-            content.py(),
-            &PyString::new(content.py(), "assistant"),
-            content,
-            None,
-        )
+    fn assistant<'py>(
+        cls: &Bound<'py, PyType>,
+        content: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Self::make(cls, &PyString::new(cls.py(), "assistant"), content, None)
     }
 
     /// A ``tool`` message.
     #[classmethod]
-    fn tool(_cls: &Bound<'_, PyType>, content: &Bound<'_, PyAny>) -> PyResult<Self> {
-        Self::build(
-            content.py(),
-            &PyString::new(content.py(), "tool"),
-            content,
-            None,
-        )
+    fn tool<'py>(
+        cls: &Bound<'py, PyType>,
+        content: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Self::make(cls, &PyString::new(cls.py(), "tool"), content, None)
     }
 
     /// A new dict ``{"role": ..., "content": ..., **extra}``.
@@ -245,13 +289,11 @@ impl ChatMessage {
         })
     }
 
-    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        let from_dict = py
-            .get_type::<ChatMessage>()
-            .getattr(pyo3::intern!(py, "from_dict"))?;
-        PyTuple::new(
-            py,
-            [from_dict, PyTuple::new(py, [self.to_dict(py)?])?.into_any()],
-        )
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
+        let py = slf.py();
+        // The message's own class, so a subclass comes back as itself.
+        let from_dict = slf.get_type().getattr(pyo3::intern!(py, "from_dict"))?;
+        let fields = slf.borrow().to_dict(py)?;
+        PyTuple::new(py, [from_dict, PyTuple::new(py, [fields])?.into_any()])
     }
 }

@@ -4,15 +4,15 @@ use std::ops::ControlFlow;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyList, PyString};
 
 use super::convert::{self, RoleCache};
 use super::encode::encode_into;
 use super::errors::to_py;
-use super::message::ChatMessage;
-use crate::batch;
 use crate::search::Query;
 use crate::store::{self, Store};
+use crate::{batch, lines};
 
 /// A session key as `&str`: `TypeError` for a non-str, `ValueError` for lone surrogates.
 fn key_str<'a>(key: &'a Bound<'_, PyAny>) -> PyResult<&'a str> {
@@ -25,6 +25,49 @@ fn key_str<'a>(key: &'a Bound<'_, PyAny>) -> PyResult<&'a str> {
     })?;
     text.to_str()
         .map_err(|_| PyValueError::new_err("session key must not contain lone surrogates"))
+}
+
+/// Messages built between two yield points.
+const STEP: usize = 256;
+
+/// Lets the interpreter do what it does between two bytecodes: above all, hand the GIL to a
+/// thread that has asked for it (an asyncio event loop among them), as the pure store's loop
+/// does at every step; running any Python-level function does that. Releasing and retaking the
+/// GIL at each batch instead would starve such a thread: CPython asks a holder to drop the GIL
+/// only when no switch happened for a whole switch interval (5 ms), and a holder that retakes
+/// it every few milliseconds counts as switching each time.
+fn yield_point(py: Python<'_>) -> PyResult<()> {
+    static NOTHING: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    NOTHING
+        .get_or_try_init(py, || {
+            py.eval(c"lambda: None", None, None).map(Bound::unbind)
+        })?
+        .call0(py)?;
+    Ok(())
+}
+
+/// Waits without the GIL.
+struct Detached<'py>(Python<'py>);
+
+impl lines::Wait for Detached<'_> {
+    fn blocking<R: Send>(&mut self, f: impl FnOnce() -> R + Send) -> R {
+        self.0.detach(f)
+    }
+}
+
+/// Builds the messages of `parsed` into `out`, with a yield point every [`STEP`] messages.
+fn build_batch(
+    py: Python<'_>,
+    roles: &mut RoleCache,
+    parsed: &batch::Batch,
+    out: &Bound<'_, PyList>,
+) -> PyResult<()> {
+    py.check_signals()?;
+    for step in parsed.messages.chunks(STEP) {
+        convert::messages(py, roles, parsed, step, out)?;
+        yield_point(py)?;
+    }
+    Ok(())
 }
 
 /// The Rust JSONL store over one sessions folder. Not for direct use: see
@@ -61,46 +104,46 @@ impl JsonlStore {
             Some(n) => py
                 .detach(|| store::tail_range(&file, n))
                 .map_err(io_error)?,
-            None => (0, py.detach(|| file.metadata()).map_err(io_error)?.len()),
+            None => (
+                0,
+                py.detach(|| store::snapshot_len(&file)).map_err(io_error)?,
+            ),
         };
-        let mut messages: Vec<Py<ChatMessage>> = Vec::new();
+        // Appended to batch by batch: a side vector of the whole result would be memory that
+        // grows with the session beyond the objects returned.
+        let messages = PyList::empty(py);
         let mut roles = RoleCache::default();
         let mut failed: Option<PyErr> = None;
-        // Blocks are read and parsed without the GIL (on a second thread for big files); the
-        // GIL is taken only to turn each parsed batch into objects.
-        let scanned = py.detach(|| {
-            batch::load(&file, start, end, |parsed| {
-                Python::attach(|py| {
-                    let built = py
-                        .check_signals()
-                        .and_then(|()| convert::messages(py, &mut roles, &parsed, &mut messages));
-                    match built {
-                        Ok(()) => ControlFlow::Continue(()),
-                        Err(error) => {
-                            failed = Some(error);
-                            ControlFlow::Break(())
-                        }
-                    }
-                })
-            })
-        });
+        // Blocks are read and parsed without the GIL (on a second thread for big files); it is
+        // held to turn parsed batches into objects, batch after batch while they are ready.
+        let on_batch = |parsed: batch::Batch| match build_batch(py, &mut roles, &parsed, &messages)
+        {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(error) => {
+                failed = Some(error);
+                ControlFlow::Break(())
+            }
+        };
+        let scanned = batch::load(&file, start, end, on_batch, &mut Detached(py));
         if let Some(error) = failed {
             return Err(error);
         }
         scanned.map_err(io_error)?;
-        PyList::new(py, messages)
+        Ok(messages)
     }
 
+    /// `(created the file, repaired a torn last line)`.
     fn append(
         &self,
         py: Python<'_>,
         key: &Bound<'_, PyAny>,
         message: &Bound<'_, PyAny>,
-    ) -> PyResult<bool> {
+    ) -> PyResult<(bool, bool)> {
         let mut line = Vec::with_capacity(128);
         encode_into(message, &mut line)?;
         let key = key_str(key)?;
-        py.detach(|| self.store.append(key, &line)).map_err(to_py)
+        let appended = py.detach(|| self.store.append(key, &line)).map_err(to_py)?;
+        Ok((appended.created, appended.repaired_torn_tail))
     }
 
     fn append_many(
@@ -108,13 +151,16 @@ impl JsonlStore {
         py: Python<'_>,
         key: &Bound<'_, PyAny>,
         messages: &Bound<'_, PyList>,
-    ) -> PyResult<bool> {
+    ) -> PyResult<(bool, bool)> {
         let mut lines = Vec::with_capacity(128 * messages.len());
         for message in messages.iter() {
             encode_into(&message, &mut lines)?;
         }
         let key = key_str(key)?;
-        py.detach(|| self.store.append(key, &lines)).map_err(to_py)
+        let appended = py
+            .detach(|| self.store.append(key, &lines))
+            .map_err(to_py)?;
+        Ok((appended.created, appended.repaired_torn_tail))
     }
 
     fn remove_last(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {

@@ -157,8 +157,10 @@ class TurnlogSession:
                 ``session_settings`` (all items when that is ``None`` too). ``0`` gives ``[]``;
                 a negative limit gives every item, as the SDK's ``SQLiteSession`` does.
         """
-        if limit is None and self.session_settings is not None:
-            limit = self.session_settings.limit
+        settings: Any = self.session_settings
+        if limit is None and settings is not None:
+            # The SDK lets callers assign a plain dict of settings too.
+            limit = settings.get("limit") if isinstance(settings, Mapping) else settings.limit
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
             raise TypeError(f"limit must be an int or None, not {type(limit).__name__}")
         wanted = None if limit is None or limit < 0 else limit

@@ -1,7 +1,6 @@
-"""``migrate``: copy sessions between any two ``SessionBackend`` objects, resumably.
+"""``turnlog.migrate``: copy sessions between any two ``SessionBackend`` objects, resumably.
 
->>> from turnlog import SessionStore
->>> from turnlog.migrate import migrate
+>>> from turnlog import SessionStore, migrate
 >>> from turnlog.sqlite import SqliteSessionBackend
 >>> report = migrate(SessionStore("./zeroclaw-workspace"), SqliteSessionBackend("./workspace"))
 
@@ -18,7 +17,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from . import _format
 from ._impl import ChatMessage
@@ -105,9 +104,10 @@ def migrate(
     source's, and only what the target lacks is appended (in one ``append_many``, which every
     turnlog backend writes all-or-nothing), so a run interrupted at any point and run again
     neither duplicates nor loses a message, and a second run writes nothing. Metadata is copied
-    where it differs. A ``SqliteSessionBackend`` target also gets the source's times (per message
-    where the source has them, else the session's last activity; and the session's created and
-    last-activity times).
+    where it differs. A target with ``set_session_times`` (every turnlog backend) also
+    gets the session's created and last-activity times and its turn's start, so stale and stuck
+    sessions stay so; a ``SqliteSessionBackend`` target also gets each message's time (the
+    source's, where it has them, else the session's last activity).
 
     Args:
         source: The backend to read.
@@ -160,6 +160,25 @@ def migrate(
         corrupt_lines_left_behind=totals["corrupt"],
         metadata_not_kept=totals["lost"],
     )
+
+
+@runtime_checkable
+class _TimesTarget(Protocol):
+    """A backend that takes a session's times from an importer (every turnlog backend: the
+    JSONL stores, SQLite and Redis); the getters are every ``SessionBackend``'s."""
+
+    def get_session_metadata(self, session_key: str) -> SessionMetadata | None: ...
+
+    def get_session_state(self, session_key: str) -> SessionState | None: ...
+
+    def set_session_times(
+        self,
+        session_key: str,
+        *,
+        created_at: datetime | None = None,
+        last_activity: datetime | None = None,
+        turn_started_at: datetime | None = None,
+    ) -> bool: ...
 
 
 def _as_sqlite(backend: SessionBackend) -> SqliteSessionBackend | None:
@@ -344,8 +363,8 @@ def _copy(
         wrote, lost = wrote or changed, lost or not changed
 
     # Times last: the writes above count as activity in the target.
-    if sqlite is not None and session.metadata is not None:
-        wrote = _copy_times(sqlite, key, session) or wrote
+    if isinstance(target, _TimesTarget) and session.metadata is not None:
+        wrote = _copy_times(target, key, session) or wrote
     return len(todo), wrote, lost
 
 
@@ -361,7 +380,8 @@ def _has_context(
     return all(want is None or want == got for want, got in zip(wanted, have, strict=True))
 
 
-def _copy_times(target: SqliteSessionBackend, key: str, session: _Source) -> bool:
+def _copy_times(target: _TimesTarget, key: str, session: _Source) -> bool:
+    """Give the target's session the source's times where they differ; ``True`` if it did."""
     assert session.metadata is not None
     have = target.get_session_metadata(key)
     if have is None:
