@@ -5,21 +5,33 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-__all__ = ["Durability", "check_amount", "check_durability", "check_limit", "check_text"]
+__all__ = [
+    "MAX_LIMIT",
+    "Durability",
+    "check_amount",
+    "check_durability",
+    "check_limit",
+    "check_text",
+]
+
+#: The largest limit passed on to a backend: no session holds more messages, so a larger one
+#: means all of them, and every backend's integers (the Rust store's, SQLite's, Redis's) take it.
+MAX_LIMIT = 2**63 - 1
 
 #: ``"process"``: a write survives the writer's crash (the kernel has it). ``"power"``: it also
 #: survives power loss (file and directory are fsynced before the call returns).
 Durability = Literal["process", "power"]
 
 
-def check_limit(limit: int | None) -> None:
-    """Refuse a ``limit`` that is not ``None`` or a non-negative int."""
+def check_limit(limit: int | None) -> int | None:
+    """``limit``, at most ``MAX_LIMIT``, if it is ``None`` or a non-negative int."""
     if limit is None:
-        return
+        return None
     if isinstance(limit, bool) or not isinstance(limit, int):
         raise TypeError(f"limit must be an int or None, not {type(limit).__name__}")
     if limit < 0:
         raise ValueError(f"limit must not be negative, got {limit}")
+    return min(limit, MAX_LIMIT)
 
 
 def check_durability(durability: object) -> Durability:

@@ -117,7 +117,7 @@ class JsonlStoreBase(SessionBackend):
         Raises:
             TypeError, ValueError: a bad key or limit.
         """
-        check_limit(limit)
+        limit = check_limit(limit)
         try:
             return self._load(session_key, limit)
         except FileNotFoundError:
@@ -241,14 +241,7 @@ class JsonlStoreBase(SessionBackend):
         Raises:
             TypeError, ValueError: a bad key, or a time that is not a timezone-aware datetime.
         """
-        created, active, started = (
-            None if when is None else _meta.checked_utc(when, what)
-            for when, what in (
-                (created_at, "created_at"),
-                (last_activity, "last_activity"),
-                (turn_started_at, "turn_started_at"),
-            )
-        )
+        created, active, started = _meta.checked_times(created_at, last_activity, turn_started_at)
         meta_path = self._meta_path(session_key)
         with _files.locked(self._path(session_key), create=False) as held:
             if held is None:
@@ -433,10 +426,10 @@ class JsonlStoreBase(SessionBackend):
         if match not in ("all", "any"):
             raise ValueError(f"match must be 'all' or 'any', not {match!r}")
         keyword = check_text(query.keyword, "query.keyword", optional=True) or ""
-        check_limit(query.limit)
+        limit = check_limit(query.limit)
         keys = self._search(self.list_sessions(), keyword, match == "all")
         found = self._metadata_of(keys)
-        return found if query.limit is None else found[: query.limit]
+        return found if limit is None else found[:limit]
 
     def _metadata_of(self, keys: Iterable[str]) -> list[SessionMetadata]:
         found = [self.get_session_metadata(key) for key in keys]

@@ -54,6 +54,22 @@ def checked_utc(when: object, what: str) -> datetime:
     return when.astimezone(timezone.utc)
 
 
+def checked_times(
+    created_at: object, last_activity: object, turn_started_at: object
+) -> tuple[datetime | None, datetime | None, datetime | None]:
+    """The three times of ``set_session_times`` (every backend's), each through
+    ``checked_utc`` under its own name; ``None`` stays ``None`` (leave it unchanged)."""
+    created, active, started = (
+        None if when is None else checked_utc(when, what)
+        for when, what in (
+            (created_at, "created_at"),
+            (last_activity, "last_activity"),
+            (turn_started_at, "turn_started_at"),
+        )
+    )
+    return created, active, started
+
+
 def to_text(when: datetime) -> str:
     return checked_utc(when, "a time").isoformat()
 

@@ -6,7 +6,6 @@ locking and writing, with the GIL released around file I/O and parsing.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -44,9 +43,6 @@ class SessionStore(JsonlStoreBase):
         self._native = native.JsonlStore(self._sessions_dir, durability == "power")
 
     def _load(self, session_key: str, limit: int | None) -> list[ChatMessage]:
-        # A limit past any file's message count means all of them; the native side takes a usize.
-        if limit is not None and limit > sys.maxsize:
-            limit = sys.maxsize
         return self._native.load(session_key, limit)  # type: ignore[no-any-return]
 
     def _stat(self, session_key: str) -> tuple[int, int] | None:

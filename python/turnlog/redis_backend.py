@@ -49,7 +49,7 @@ import redis.cluster
 import redis.exceptions
 
 from . import _format, _meta
-from ._checks import check_amount, check_limit, check_text
+from ._checks import MAX_LIMIT, check_amount, check_limit, check_text
 from ._impl import ChatMessage
 from ._jsonl import search_words
 from ._types import SessionMetadata, SessionQuery, SessionState
@@ -74,7 +74,6 @@ _MICROSECOND = timedelta(microseconds=1)
 #: Elements read from the end by ``remove_last``/``update_last`` before falling back to a full
 #: read (only a list ending in foreign, invalid elements needs more).
 _TAIL = 8
-_INT64_MAX = 2**63 - 1
 #: Optimistic attempts of a compare-and-set edit before giving up (each failed attempt means
 #: another client changed the session's tail in between, so some client made progress).
 _ATTEMPTS = 1000
@@ -595,14 +594,13 @@ class _RedisCore:
 
     def _op_load(self, session_key: str, limit: int | None) -> _Op[list[ChatMessage]]:
         name = _format.key_to_name(session_key)
-        check_limit(limit)
+        limit = check_limit(limit)
         messages = self._keys_of(name)[0]
         if limit is None:
             return _messages((yield _Call("lrange", (messages, 0, -1))))
         if limit == 0:
             return []
-        # LRANGE takes int64 indexes; no list is longer, so a larger limit means every element.
-        window = min(limit, _INT64_MAX)
+        window = limit
         while True:
             # One LRANGE is one consistent snapshot; a tail holding invalid elements is read
             # again, further back, until it holds `limit` valid messages or is the whole list.
@@ -610,7 +608,8 @@ class _RedisCore:
             found = _messages(elements)
             if len(found) >= limit or len(elements) < window:
                 return found[len(found) - min(limit, len(found)) :]
-            window = min(window * 4 + _TAIL, _INT64_MAX)
+            # LRANGE takes int64 indexes.
+            window = min(window * 4 + _TAIL, MAX_LIMIT)
 
     def _op_append(self, session_key: str, lines: list[bytes]) -> _Op[None]:
         name = _format.key_to_name(session_key)
@@ -836,12 +835,8 @@ class _RedisCore:
         name = _format.key_to_name(session_key)
         # Checked before the first yield: bad input raises before anything is sent.
         args: list[bytes | str | int] = [
-            "" if when is None else _us(_meta.checked_utc(when, what))
-            for when, what in (
-                (created_at, "created_at"),
-                (last_activity, "last_activity"),
-                (turn_started_at, "turn_started_at"),
-            )
+            "" if when is None else _us(when)
+            for when in _meta.checked_times(created_at, last_activity, turn_started_at)
         ]
         result = yield self._write("set_times", name, args)
         if _str(result[0]) != "1":
@@ -897,8 +892,7 @@ class _RedisCore:
         if match not in ("all", "any"):
             raise ValueError(f"match must be 'all' or 'any', not {match!r}")
         keyword = check_text(query.keyword, "query.keyword", optional=True) or ""
-        check_limit(query.limit)
-        limit = query.limit
+        limit = check_limit(query.limit)
         sessions = yield from self._op_all_metadata()
         words = search_words(keyword)
         if not words:

@@ -77,8 +77,6 @@ _CONTENT = (
     "CASE WHEN instr(m.line, '\\u0000') THEN turnlog_content(m.line) "
     "WHEN json_valid(m.line) THEN json_extract(m.line, '$.content') END"
 )
-#: The largest integer SQLite takes: a larger ``limit`` means "all" on every backend.
-_SQL_INT_MAX = 2**63 - 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -210,8 +208,8 @@ def _indexed_text(line: str) -> str | None:
 
 
 def _sql_limit(limit: int | None) -> int:
-    """``limit`` as SQL's ``LIMIT`` takes it: ``-1`` for none, at most ``_SQL_INT_MAX``."""
-    return -1 if limit is None else min(limit, _SQL_INT_MAX)
+    """A checked ``limit`` as SQL's ``LIMIT`` takes it: ``-1`` for none."""
+    return -1 if limit is None else limit
 
 
 def _metadata(row: Sequence[Any]) -> SessionMetadata:
@@ -604,7 +602,7 @@ class SqliteSessionBackend(SessionBackend):
         self, session_key: str, limit: int | None, *, with_times: bool
     ) -> list[tuple[ChatMessage, datetime | None]]:
         _check_key(session_key)
-        check_limit(limit)
+        limit = check_limit(limit)
         if limit == 0:
             return []
         columns = "line, created_at" if with_times else "line, NULL"
@@ -782,7 +780,7 @@ class SqliteSessionBackend(SessionBackend):
         _check_key(session_key)
         created, active, started = (
             None if when is None else _text_of(when)
-            for when in (created_at, last_activity, turn_started_at)
+            for when in _meta.checked_times(created_at, last_activity, turn_started_at)
         )
         with self._write() as connection:
             cursor = connection.execute(
@@ -990,8 +988,7 @@ class SqliteSessionBackend(SessionBackend):
         if match not in ("all", "any"):
             raise ValueError(f"match must be 'all' or 'any', not {match!r}")
         keyword = check_text(query.keyword, "query.keyword", optional=True) or ""
-        check_limit(query.limit)
-        limit = _sql_limit(query.limit)
+        limit = _sql_limit(check_limit(query.limit))
         order = "ORDER BY s.last_activity DESC, s.key LIMIT ?"
         words = search_words(keyword)
         connection = self._conn()
