@@ -88,13 +88,13 @@ def _positive(text: str) -> int:
     return value
 
 
-def _tail(text: str) -> int | None:
-    """``--tail N``: 0 or more. More than any session can hold means every message (``None``):
-    such a number would overflow a backend's integer type (SQLite's is 64 bits)."""
+def _tail(text: str) -> int:
+    """``--tail N``: 0 or more (every backend takes any size: more than a session holds is all
+    of it)."""
     value = _whole(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return None if value > sys.maxsize else value
+    return value
 
 
 def _quote(key: str) -> str:
