@@ -28,8 +28,8 @@ from typing import Any, TypeVar
 from corpus import _message, bench_dir
 from turnlog import ChatMessage, SessionBackend, SessionQuery, migrate
 from turnlog._impl import native
+from turnlog.backends.sqlite import SqliteSessionBackend
 from turnlog.pure import SessionStore as PureStore
-from turnlog.sqlite import SqliteSessionBackend
 
 T = TypeVar("T")
 TAIL = 50
@@ -39,7 +39,7 @@ BENCHMARKS = ("append", "tail", "many", "search")
 RARE = "zebracorn"
 
 if native is not None:
-    from turnlog._rust import SessionStore as JsonlStore
+    from turnlog.backends.jsonl.rust import SessionStore as JsonlStore
 else:  # the figures are then the pure store's, and labelled so
     JsonlStore = PureStore  # type: ignore[assignment,misc]
 JSONL = "jsonl-rust" if native is not None else "jsonl-pure"

@@ -335,7 +335,7 @@ class AgentsSQLite(Impl):
 def implementations() -> list[Impl]:
     rust: Callable[..., Any] | None = None
     if native is not None:
-        from turnlog._rust import SessionStore as rust
+        from turnlog.backends.jsonl.rust import SessionStore as rust
     return [
         Turnlog("turnlog rust", rust),
         Turnlog("turnlog pure", pure.SessionStore),

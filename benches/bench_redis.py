@@ -42,10 +42,10 @@ def open_backend(kind: str, where: str, prefix: str) -> SessionBackend:
     if kind == "jsonl":
         return turnlog.SessionStore(where)
     if kind == "sqlite":
-        from turnlog.sqlite import SqliteSessionBackend
+        from turnlog.backends.sqlite import SqliteSessionBackend
 
         return SqliteSessionBackend(where)
-    from turnlog.redis_backend import RedisSessionBackend
+    from turnlog.backends.redis import RedisSessionBackend
 
     return RedisSessionBackend(where, prefix=prefix)
 
@@ -140,7 +140,7 @@ def main() -> None:
             server = RedisServer(scratch / "redis", None, "--appendfsync", args.fsync).start()
             url = server.url
         kinds = [("jsonl", f"JSONL ({turnlog.IMPLEMENTATION})"), ("redis", "Redis")]
-        if importlib.util.find_spec("turnlog.sqlite") is not None:
+        if importlib.util.find_spec("turnlog.backends.sqlite") is not None:
             kinds.insert(1, ("sqlite", "SQLite"))
         fsync = "" if args.url else f" (AOF, appendfsync {args.fsync})"
         print(f"{total} calls per row; Redis at {url}{fsync}; one session per client\n")

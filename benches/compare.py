@@ -43,7 +43,7 @@ RESULTS = Path(__file__).resolve().parent / "results.md"
 
 RustStore: Callable[[Path], Any] | None = None
 if native is not None:
-    from turnlog._rust import SessionStore as RustStore
+    from turnlog.backends.jsonl.rust import SessionStore as RustStore
 
 STORES: dict[str, Callable[[Path], Any] | None] = {
     "rust": RustStore,

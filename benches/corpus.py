@@ -232,7 +232,7 @@ def _corrupt(rng: random.Random, kind: str, valid: bytes) -> bytes:
 
 def _check(valid: list[bytes], corrupt: list[tuple[str, bytes]]) -> None:
     """Fail early if a pool line is not what it claims to be under turnlog's own rules."""
-    from turnlog import _format
+    from turnlog.backends import format as _format
 
     for line in valid:
         if _format.encode_message(json.loads(line)) != line:

@@ -60,7 +60,7 @@ def main() -> None:
     shutil.rmtree(WORKSPACE, ignore_errors=True)
     stores: dict[str, Any] = {}
     if native is not None:
-        from turnlog._rust import SessionStore as RustStore
+        from turnlog.backends.jsonl.rust import SessionStore as RustStore
 
         stores["rust"] = RustStore(WORKSPACE)
         print(f"Rust core: turnlog._native {turnlog.__version__}, compared with pure Python.")

@@ -27,7 +27,7 @@ MESSAGE = {"role": "assistant", "content": 'Готово! Here is the summary �
 
 RustStore: Callable[[Path], Any] | None = None
 if native is not None:
-    from turnlog._rust import SessionStore as RustStore
+    from turnlog.backends.jsonl.rust import SessionStore as RustStore
 
 LIBRARIES: dict[str, Callable[[Path], Any] | None] = {
     "rust": RustStore,

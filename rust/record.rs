@@ -2,11 +2,11 @@
 //! valid message and slices its fields out.
 //!
 //! The rules are those of `docs/FORMAT.md`, identical to the pure-Python reference
-//! (`python/turnlog/_format.py`): the line must be UTF-8; stripped of Unicode white space (what
-//! `str::trim` strips, as ZeroClaw does) it must be exactly one JSON object (RFC 8259: no NaN,
-//! no trailing junk, no lone surrogate escapes) with string `role` and `content`. Duplicate keys,
-//! nesting deeper than [`MAX_DEPTH`] and integers longer than [`MAX_INT_DIGITS`] digits make a line
-//! corrupt too.
+//! (`python/turnlog/backends/format.py`): the line must be UTF-8; stripped of Unicode white
+//! space (what `str::trim` strips, as ZeroClaw does) it must be exactly one JSON object (RFC
+//! 8259: no NaN, no trailing junk, no lone surrogate escapes) with string `role` and `content`.
+//! Duplicate keys, nesting deeper than [`MAX_DEPTH`] and integers longer than
+//! [`MAX_INT_DIGITS`] digits make a line corrupt too.
 //!
 //! Strings without escapes are borrowed from the line, so the common message costs no allocation.
 

@@ -1,6 +1,7 @@
 //! Keyword search over session files: a scan of every valid message's content, no index to
 //! keep in sync. Case-insensitive by Unicode lower-casing; words are split on Unicode white
-//! space. The pure store (`python/turnlog/_jsonl.py`) applies the same rules.
+//! space. The pure store (`python/turnlog/backends/jsonl/pure.py`, with the word rules of
+//! `python/turnlog/_rules.py`) applies the same rules.
 
 use std::fs::File;
 use std::io;

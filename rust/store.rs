@@ -335,18 +335,25 @@ impl Store {
         self.sync_dir()
     }
 
+    /// The session's file, locked for writing, with the span of its newest valid message;
+    /// `None` (and no lock kept) when there is no file or no valid message in it.
+    fn lock_newest(&self, key: &str) -> Result<Option<(PathBuf, Locked, Span)>> {
+        let path = self.path(key)?;
+        let Some(locked) = lock(&path, false).at(&path)? else {
+            return Ok(None);
+        };
+        let newest = lines::last_valid(&locked.file, locked.len, 1)
+            .at(&path)?
+            .last()
+            .copied();
+        Ok(newest.map(|span| (path, locked, span)))
+    }
+
     /// Removes the newest valid message. A message at the very end is cut off with one
     /// `ftruncate` (no rewrite); if corrupt lines follow it, they are kept and the file is
     /// rewritten atomically. Returns whether a message was removed.
     pub fn remove_last(&self, key: &str) -> Result<bool> {
-        let path = self.path(key)?;
-        let Some(locked) = lock(&path, false).at(&path)? else {
-            return Ok(false);
-        };
-        let Some(&Span { start, end }) = lines::last_valid(&locked.file, locked.len, 1)
-            .at(&path)?
-            .last()
-        else {
+        let Some((path, locked, Span { start, end })) = self.lock_newest(key)? else {
             return Ok(false);
         };
         if end == locked.len {
@@ -364,14 +371,7 @@ impl Store {
     /// Replaces the newest valid message with `record` (one encoded line), atomically.
     /// Returns `false`, writing nothing, when there is no message.
     pub fn update_last(&self, key: &str, record: &[u8]) -> Result<bool> {
-        let path = self.path(key)?;
-        let Some(locked) = lock(&path, false).at(&path)? else {
-            return Ok(false);
-        };
-        let Some(&Span { start, end }) = lines::last_valid(&locked.file, locked.len, 1)
-            .at(&path)?
-            .last()
-        else {
+        let Some((path, locked, Span { start, end })) = self.lock_newest(key)? else {
             return Ok(false);
         };
         self.replace(&locked, &path, |out| {

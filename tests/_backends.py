@@ -22,12 +22,12 @@ def make_backend(kind: str, workspace: Any, **options: Any) -> SessionBackend:
         import uuid
 
         from redis_server import shared_server
-        from turnlog.redis_backend import RedisSessionBackend
+        from turnlog.backends.redis import RedisSessionBackend
 
         # One server per test process; a fresh prefix keeps each test's keys apart.
         return RedisSessionBackend(shared_server().url, prefix=f"t{uuid.uuid4().hex}:", **options)
     if kind == "sqlite":
-        from turnlog.sqlite import SqliteSessionBackend
+        from turnlog.backends.sqlite import SqliteSessionBackend
 
         return SqliteSessionBackend(workspace, **options)
     return store_class(kind.removeprefix("jsonl-"))(workspace, **options)

@@ -104,7 +104,7 @@ def spec_messages(data: bytes | None, limit: int | None = None) -> list:
 
 def open_store(impl: str, workspace: str, durability: str):
     if impl == "rust":
-        from turnlog._rust import SessionStore
+        from turnlog.backends.jsonl.rust import SessionStore
     else:
         from turnlog.pure import SessionStore
     return SessionStore(workspace, durability=durability)

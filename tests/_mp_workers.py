@@ -8,12 +8,12 @@ import random
 import time
 import traceback
 
-from turnlog import _files
+from turnlog.backends import files as _files
 
 
 def open_store(impl, workspace):
     if impl == "rust":
-        from turnlog._rust import SessionStore
+        from turnlog.backends.jsonl.rust import SessionStore
     else:
         from turnlog.pure import SessionStore
     return SessionStore(workspace)
@@ -24,7 +24,8 @@ def record(writer, seq):
 
 
 def locked_raw_append(path, data):
-    """Append raw bytes under the stores' lock protocol (``turnlog._files.locked``: flock on the
+    """Append raw bytes under the stores' lock protocol (``turnlog.backends.files.locked``: flock on
+    the
     transcript, opened again if a rewrite renamed a new file over it), mending a torn tail."""
     with _files.locked(path, create=True) as held:
         fd = held[0]

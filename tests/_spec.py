@@ -1,8 +1,8 @@
 """An independent, spec-level model of the turnlog file format, and test helpers.
 
-Nothing here uses ``turnlog._format``: the line validator is a small hand-written JSON parser that
-follows the contract (UTF-8, Unicode White_Space trimmed, one JSON object per line with string
-``role`` and ``content``, no duplicate keys, no lone surrogates, nesting at most 128, integer
+Nothing here uses ``turnlog.backends.format``: the line validator is a small hand-written JSON
+parser that follows the contract (UTF-8, Unicode White_Space trimmed, one JSON object per line with
+string ``role`` and ``content``, no duplicate keys, no lone surrogates, nesting at most 128, integer
 literals of at most 4300 digits, no NaN/Infinity), and the file operations are written on lists of
 lines. The tests compare both stores against it.
 """
@@ -360,7 +360,7 @@ def snapshot(root: Path) -> dict[str, Any]:
 
 def session_path(store, key: str) -> Path:
     """Where ``store`` keeps session ``key`` (the format's documented file name)."""
-    from turnlog._format import key_to_name
+    from turnlog.backends.format import key_to_name
 
     return Path(store.sessions_dir) / (key_to_name(key) + ".jsonl")
 

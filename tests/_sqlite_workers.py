@@ -8,7 +8,7 @@ import traceback
 def remove_last_many(workspace, key, count, barrier, results):
     """Call ``remove_last`` ``count`` times once every process is ready; report the results."""
     try:
-        from turnlog.sqlite import SqliteSessionBackend
+        from turnlog.backends.sqlite import SqliteSessionBackend
 
         backend = SqliteSessionBackend(workspace)
         backend.load(key, limit=1)  # connect before the start line
@@ -22,7 +22,7 @@ def remove_last_many(workspace, key, count, barrier, results):
 def append_many_numbered(workspace, key, writer, count, barrier, results):
     """Append ``count`` numbered messages, mixing ``append`` and ``append_many``."""
     try:
-        from turnlog.sqlite import SqliteSessionBackend
+        from turnlog.backends.sqlite import SqliteSessionBackend
 
         backend = SqliteSessionBackend(workspace)
         barrier.wait()
@@ -38,6 +38,6 @@ def append_many_numbered(workspace, key, writer, count, barrier, results):
 def migrate_forever(source_workspace, target_workspace):
     """Migrate a JSONL workspace into SQLite (the test kills this process part way)."""
     from turnlog import SessionStore, migrate
-    from turnlog.sqlite import SqliteSessionBackend
+    from turnlog.backends.sqlite import SqliteSessionBackend
 
     migrate(SessionStore(source_workspace), SqliteSessionBackend(target_workspace))

@@ -143,7 +143,7 @@ JUNK_PREFIX = b"junk c"
 
 def open_store(impl: str, workspace: str):
     if impl == "rust":
-        from turnlog._rust import SessionStore
+        from turnlog.backends.jsonl.rust import SessionStore
     else:
         from turnlog.pure import SessionStore
     return SessionStore(workspace)
@@ -321,7 +321,7 @@ def torture(
 ) -> dict:
     """Run the workers, kill ``kills`` of them at random, stop them all; returns the run's
     figures (without the check)."""
-    import turnlog._rust
+    import turnlog.backends.jsonl.rust
     import turnlog.pure  # noqa: F401
 
     logs = os.path.join(workspace, "logs")
@@ -694,7 +694,7 @@ def overlapping(calls: list[Op], others: list[Op]) -> int:
 def check(workspace: str, writers: int, rollbackers: int, compactors: int) -> dict:
     """Check the workspace after the run (and make the final appends); returns the figures,
     with ``problems``: the empty list when all is well."""
-    from turnlog._rust import SessionStore as RustStore
+    from turnlog.backends.jsonl.rust import SessionStore as RustStore
     from turnlog.pure import SessionStore as PureStore
 
     logs = os.path.join(workspace, "logs")

@@ -1,8 +1,8 @@
 """Fixtures shared by the whole suite.
 
-``impl`` runs a test against the Rust store (``turnlog._rust.SessionStore``) and the pure one
-(``turnlog.pure.SessionStore``). Without the native module the Rust runs are skipped, unless the
-environment variable ``CI`` is set: then they fail, so CI never skips them silently. With
+``impl`` runs a test against the Rust store (``turnlog.backends.jsonl.rust.SessionStore``) and the
+pure one (``turnlog.pure.SessionStore``). Without the native module the Rust runs are skipped,
+unless the environment variable ``CI`` is set: then they fail, so CI never skips them silently. With
 ``TURNLOG_PURE=1`` (the fallback, as a machine without the native module runs it) they skip.
 
 Hypothesis profiles: ``HYPOTHESIS_PROFILE=ci`` runs more examples; ``dev`` (default) fewer.
@@ -44,7 +44,7 @@ def store_class(impl: str):
     """The ``SessionStore`` class of ``impl`` (``"rust"`` or ``"pure"``)."""
     if impl == "rust":
         require_native()
-        from turnlog._rust import SessionStore
+        from turnlog.backends.jsonl.rust import SessionStore
     elif impl == "pure":
         from turnlog.pure import SessionStore
     else:  # pragma: no cover - a typo in a test

@@ -282,7 +282,7 @@ def remove_worker(
     """Call ``remove_last`` ``calls`` times once ``start`` is set; report the answers."""
     answers: list[bool] = []
     try:
-        from turnlog.redis_backend import RedisSessionBackend
+        from turnlog.backends.redis import RedisSessionBackend
 
         with RedisSessionBackend(url, prefix=prefix, cluster=cluster) as backend:
             start.wait(30)
@@ -316,7 +316,7 @@ def restart_writer(url: str, prefix: str, me: int, writers: int, stop: Any, log:
         from redis.retry import Retry
 
         from turnlog import ChatMessage
-        from turnlog.redis_backend import RedisSessionBackend, RedisUnavailableError
+        from turnlog.backends.redis import RedisSessionBackend, RedisUnavailableError
 
         retried = 0
 

@@ -556,7 +556,7 @@ SEARCH_KEYWORDS = [
 
 def test_search_answers_alike(tmp_path):
     """Every backend, and the SQLite index and scan alike, find the same sessions."""
-    from turnlog.sqlite import SqliteSessionBackend
+    from turnlog.backends.sqlite import SqliteSessionBackend
 
     backends = [make_backend(kind, tmp_path / kind) for kind in BACKENDS]
     backends.append(SqliteSessionBackend(tmp_path / "sqlite", fts=False))

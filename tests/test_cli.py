@@ -15,9 +15,11 @@ import pytest
 
 import turnlog
 from redis_server import free_port, in_ci, shared_server
-from turnlog import ChatMessage, _format, cli
-from turnlog._cli_table import Progress, human_size, printable, render_table
+from turnlog import ChatMessage
+from turnlog.backends import format as _format
+from turnlog.cli import inspect as cli_inspect
 from turnlog.cli import main
+from turnlog.cli.table import Progress, human_size, printable, render_table
 
 U = ChatMessage.user
 A = ChatMessage.assistant
@@ -175,7 +177,7 @@ def test_a_missing_workspace_is_an_error(capsys, tmp_path, backend):
 @pytest.mark.parametrize("backend", ["jsonl", "sqlite"])
 def test_a_folder_without_sessions_is_an_empty_workspace(capsys, tmp_path, backend):
     if backend == "sqlite":
-        pytest.importorskip("turnlog.sqlite")
+        pytest.importorskip("turnlog.backends.sqlite")
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     within = ["--backend", backend, *in_ws(fresh)]
@@ -241,7 +243,7 @@ def test_show_missing_session(capsys, ws, store):
 @pytest.mark.parametrize("backend", ["jsonl", "sqlite"])
 def test_show_tail_zero_and_huge(capsys, ws, backend):
     if backend == "sqlite":
-        pytest.importorskip("turnlog.sqlite")
+        pytest.importorskip("turnlog.backends.sqlite")
     within = ["--backend", backend, *in_ws(ws)]
     for content in ("one", "two"):
         assert run(capsys, *within, "append", "k", "--role", "user", "--content", content)[0] == 0
@@ -557,14 +559,14 @@ def test_doctor_a_valid_last_line_without_newline_is_not_damage(capsys, ws, stor
 def test_doctor_reports_an_unreadable_session(capsys, ws, store, monkeypatch):
     store.append("bad", U("x"))
     store.append("good", U("x"))
-    real = cli.check_file
+    real = cli_inspect.check_file
 
     def check_file(path):
         if path.endswith("bad.jsonl"):  # tests run as root: chmod cannot make a file unreadable
             raise PermissionError(13, "Permission denied", path)
         return real(path)
 
-    monkeypatch.setattr(cli, "check_file", check_file)
+    monkeypatch.setattr(cli_inspect, "check_file", check_file)  # where doctor calls it
     status, out, err = run(capsys, *in_ws(ws, "doctor"))
     assert status == 1 and err == ""
     assert out.splitlines() == [
@@ -588,7 +590,7 @@ def test_doctor_does_not_follow_symlinks(capsys, ws, store):
 
 
 def test_doctor_is_for_jsonl_only(capsys, ws, store):
-    pytest.importorskip("turnlog.sqlite")
+    pytest.importorskip("turnlog.backends.sqlite")
     status, _, err = run(capsys, *in_ws(ws, "--backend", "sqlite", "doctor"))
     assert status == 2
     assert_one_error_line(err, "doctor")
@@ -728,7 +730,7 @@ def test_bench(capsys):
 
 
 def test_bench_corpus_is_what_it_says(tmp_path):
-    from turnlog._cli_bench import write_corpus
+    from turnlog.cli.bench import write_corpus
 
     corpus = write_corpus(str(tmp_path / "c.jsonl"), 1000)
     data = (tmp_path / "c.jsonl").read_bytes()
@@ -894,7 +896,10 @@ def test_bad_redis_url_is_one_error_line(capsys):
 
 
 def test_redis_backend_without_redis_py(capsys, monkeypatch):
-    monkeypatch.delitem(sys.modules, "turnlog.redis_backend", raising=False)
+    # As if never imported: the package and its modules (a loaded one would not import redis).
+    package = "turnlog.backends.redis"
+    for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
+        monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "redis", None)  # import redis fails
     status, out, err = run(capsys, "--backend", "redis", "ls")
     assert status == 1 and out == ""
@@ -913,8 +918,8 @@ def test_the_cli_imports_no_third_party_module(ws, store):
     probe = (
         "import sys; from turnlog.cli import main; "
         f"status = main(['-w', {str(ws)!r}, 'ls', '--json']); "
-        "print(status, sorted(m for m in ('redis', 'turnlog.redis_backend', 'turnlog.sqlite') "
-        "if m in sys.modules))"
+        "modules = ('redis', 'turnlog.backends.redis', 'turnlog.backends.sqlite'); "
+        "print(status, sorted(m for m in modules if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.stdout.splitlines()[-1] == "0 []", done.stderr
@@ -991,14 +996,15 @@ def test_keyboard_interrupt(capsys, ws, store, monkeypatch):
 
 
 def test_missing_sqlite_backend_is_a_clear_error(capsys, ws, monkeypatch):
-    monkeypatch.setitem(sys.modules, "turnlog.sqlite", None)  # import turnlog.sqlite fails
+    # import turnlog.backends.sqlite fails
+    monkeypatch.setitem(sys.modules, "turnlog.backends.sqlite", None)
     status, out, err = run(capsys, *in_ws(ws, "--backend", "sqlite", "ls"))
     assert status == 1 and out == ""
     assert_one_error_line(err, "the SQLite backend is not available")
 
 
 def test_sqlite_backend(capsys, ws):
-    pytest.importorskip("turnlog.sqlite")
+    pytest.importorskip("turnlog.backends.sqlite")
     argv = ["--workspace", str(ws), "--backend", "sqlite"]
     status, _, _ = run(capsys, *argv, "append", "k", "--role", "user", "--content", "hello")
     assert status == 0

@@ -18,7 +18,7 @@ import _spec
 from _spec import canon_messages, decode_line
 from conftest import require_native
 from turnlog import ChatMessage
-from turnlog import _format as fmt
+from turnlog.backends import format as fmt
 
 
 def rec(role="user", content="c", **extra) -> bytes:

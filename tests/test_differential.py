@@ -25,7 +25,7 @@ from hypothesis.stateful import (
 import _spec
 from _spec import canon, canon_messages
 from turnlog import ChatMessage
-from turnlog._format import key_to_name
+from turnlog.backends.format import key_to_name
 
 KEYS = ["s", "a/b", "ключ", "x.jsonl"]
 

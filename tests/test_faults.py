@@ -27,7 +27,7 @@ import _fault_driver as fd
 import _spec
 from _faultshim import faultshim, run_driver  # noqa: F401  (faultshim is a fixture)
 from conftest import store_class
-from turnlog._format import key_to_name
+from turnlog.backends.format import key_to_name
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from _spec import MAX_NAME_BYTES
 from turnlog import ChatMessage
-from turnlog._format import key_to_name, name_to_key
+from turnlog.backends.format import key_to_name, name_to_key
 
 PLAIN = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
 

@@ -19,9 +19,15 @@ def U(text):
 
 
 def transcript(store, key):
-    from turnlog._format import key_to_name
+    from turnlog.backends.format import key_to_name
 
     return os.path.join(store.sessions_dir, key_to_name(key) + ".jsonl")
+
+
+def sidecar_path(store, key):
+    from turnlog.backends.format import key_to_name
+
+    return store._sidecars.path(key_to_name(key))
 
 
 def age(store, key, seconds):
@@ -186,7 +192,7 @@ def test_both_stores_share_metadata(tmp_path):
 
 def test_hand_edited_sidecar_times_come_back_in_utc(store):
     store.append("s", U("a"))
-    path = store._meta_path("s")
+    path = sidecar_path(store, "s")
     with open(path, "w") as f:
         f.write(
             '{"created_at":"2026-11-25T18:00:00+02:00","state":"running",'
@@ -209,7 +215,7 @@ def test_set_session_times_writes_sidecar_and_mtime(store):
         "s", created_at=when, last_activity=when, turn_started_at=when + timedelta(seconds=1)
     )
     assert os.stat(transcript(store, "s")).st_mtime_ns == int(when.timestamp()) * 10**9 + 654321000
-    with open(store._meta_path("s")) as f:
+    with open(sidecar_path(store, "s")) as f:
         meta = json.load(f)
     assert meta["created_at"] == "2020-05-01T08:30:00.654321+00:00"
     assert meta["turn_started_at"] == "2020-05-01T08:30:01.654321+00:00"
@@ -223,7 +229,7 @@ def test_set_session_times_without_a_sidecar(store):
         f.write(b'{"role":"user","content":"hi"}\n')
     when = datetime(2020, 5, 1, tzinfo=timezone.utc)
     assert store.set_session_times("zc", last_activity=when)
-    assert not os.path.exists(store._meta_path("zc"))  # nothing for the sidecar: none written
+    assert not os.path.exists(sidecar_path(store, "zc"))  # nothing for the sidecar: none written
     assert store.get_session_metadata("zc").created_at == when  # derived from the mtime
     assert store.set_session_times("zc", created_at=when - timedelta(days=1))
     meta = store.get_session_metadata("zc")
@@ -242,7 +248,7 @@ def test_set_session_times_with_power_durability(store_cls, tmp_path):
 def test_cleanup_stale_spares_a_session_appended_after_it_looked(store_cls, tmp_path, monkeypatch):
     """The race: cleanup sees a stale session, another writer appends to it (acknowledged),
     then cleanup deletes. The check under the transcript's lock sees the append and keeps it."""
-    from turnlog import _files
+    from turnlog.backends import files as _files
 
     store = store_cls(tmp_path / "ws")
     other = store_cls(tmp_path / "ws")  # another writer (in another process, in real life)
@@ -266,7 +272,7 @@ def test_cleanup_stale_spares_a_session_appended_after_it_looked(store_cls, tmp_
     assert store.list_sessions() == ["old"]
     assert store.load("old") == [U("old"), U("just acknowledged")]
     assert store.get_session_name("old") == "OLD"  # its metadata stays with it
-    assert not os.path.exists(store._meta_path("older"))
+    assert not os.path.exists(sidecar_path(store, "older"))
 
 
 def test_cleanup_stale_races_a_real_appender(store_cls, tmp_path):
@@ -304,7 +310,7 @@ def test_cleanup_stale_with_power_durability(store_cls, tmp_path):
     age(store, "old", 48 * 3600)
     assert store.cleanup_stale(24) == 1
     assert store.list_sessions() == ["new"]
-    assert not os.path.exists(store._meta_path("old"))
+    assert not os.path.exists(sidecar_path(store, "old"))
 
 
 @pytest.mark.parametrize("how", ["append", "append_many"])
@@ -317,7 +323,7 @@ def test_sidecar_of_a_transcript_deleted_outside_turnlog(store, how):
     store.set_session_state("s", "running", turn_id="t1")
     # Written well before the transcript comes back, whatever the file system's time grain.
     written = time.time() - 3600
-    os.utime(store._meta_path("s"), (written, written))
+    os.utime(sidecar_path(store, "s"), (written, written))
     os.unlink(transcript(store, "s"))
     before = datetime.now(timezone.utc) - timedelta(seconds=1)
     getattr(store, how)("s", U("new") if how == "append" else [U("new")])
@@ -343,4 +349,4 @@ def test_session_deleted_right_after_the_creating_append_stays_deleted(store):
     store.delete_session("s")
     store._appended("s", appended)
     assert not store.session_exists("s")
-    assert not os.path.exists(store._meta_path("s"))
+    assert not os.path.exists(sidecar_path(store, "s"))

@@ -24,7 +24,7 @@ from turnlog import (
     SessionStore,
     migrate,
 )
-from turnlog.sqlite import SqliteSessionBackend
+from turnlog.backends.sqlite import SqliteSessionBackend
 
 U = ChatMessage.user
 A = ChatMessage.assistant
@@ -412,7 +412,8 @@ def test_bad_keys(opened, tmp_path):
 
 def test_jsonl_to_jsonl_needs_no_sqlite(opened, tmp_path, monkeypatch):
     """Migrating between JSONL stores works on a Python without sqlite3."""
-    monkeypatch.setitem(sys.modules, "turnlog.sqlite", None)  # import turnlog.sqlite fails
+    # import turnlog.backends.sqlite fails
+    monkeypatch.setitem(sys.modules, "turnlog.backends.sqlite", None)
     monkeypatch.setitem(sys.modules, "sqlite3", None)
     source = opened("jsonl-pure", tmp_path / "source")
     fill(source)

@@ -44,16 +44,16 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 import turnlog
-from turnlog import ChatMessage, SessionQuery, _format
-from turnlog.pure import SessionStore as PureStore
-from turnlog.redis_backend import (
-    _OP_CAP,
-    _OP_KEEP_MS,
+from turnlog import ChatMessage, SessionQuery
+from turnlog.backends import format as _format
+from turnlog.backends.redis import (
     AsyncRedisSessionBackend,
     RedisSessionBackend,
     RedisUnavailableError,
-    _Eval,
 )
+from turnlog.backends.redis.effects import _Eval
+from turnlog.backends.redis.scripts import _OP_CAP, _OP_KEEP_MS
+from turnlog.pure import SessionStore as PureStore
 
 U = ChatMessage.user
 A = ChatMessage.assistant

@@ -16,11 +16,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 import _sqlite_workers
-import turnlog.sqlite
+import turnlog.backends.sqlite.schema
+import turnlog.backends.sqlite.search
 from turnlog import ChatMessage, SessionQuery, SessionState
-from turnlog._format import encode_message
+from turnlog.backends.format import encode_message
+from turnlog.backends.sqlite import SqliteSessionBackend
 from turnlog.pure import SessionStore as PureStore
-from turnlog.sqlite import SqliteSessionBackend
 
 U = ChatMessage.user
 A = ChatMessage.assistant
@@ -529,7 +530,7 @@ def searchable(request, tmp_path, clock, monkeypatch):
     if request.param == "like":
         options["fts"] = False
     elif request.param == "no-fts5":
-        monkeypatch.setattr(turnlog.sqlite, "_fts5", False)
+        monkeypatch.setattr(turnlog.backends.sqlite.schema, "_fts5", False)
     backend = SqliteSessionBackend(tmp_path / "ws", clock=clock, **options)
     assert backend.fts_enabled is (request.param == "fts")
     has_table = (
@@ -693,7 +694,7 @@ def test_index_is_built_for_an_older_database(tmp_path, clock):
 
 def test_fts_required_but_missing(tmp_path, monkeypatch):
     SqliteSessionBackend(tmp_path / "ws").close()  # has the index
-    monkeypatch.setattr(turnlog.sqlite, "_fts5", False)
+    monkeypatch.setattr(turnlog.backends.sqlite.schema, "_fts5", False)
     with pytest.raises(RuntimeError, match="fts=True"):
         SqliteSessionBackend(tmp_path / "other", fts=True)
     with pytest.raises(RuntimeError, match="no FTS5"):
@@ -716,9 +717,11 @@ def test_index_follows_a_random_history(tmp_path, clock, monkeypatch, strategy):
     """With index batches of 5, a random history keeps the index exact: FTS5 search answers
     as the scan does on the same database, for every keyword, at every step (with either way
     of using the candidates)."""
-    monkeypatch.setattr(turnlog.sqlite, "_INDEX_BATCH", 5)
+    monkeypatch.setattr(turnlog.backends.sqlite.search, "_INDEX_BATCH", 5)
     monkeypatch.setattr(
-        turnlog.sqlite, "_CHECK_COST", 1 if strategy == "check candidates" else 10**9
+        turnlog.backends.sqlite.search,
+        "_CHECK_COST",
+        1 if strategy == "check candidates" else 10**9,
     )
     rng = random.Random(7)
     words = ["alpha", "Bravo", "charlie", "DELTA", "эхо", "fox", "golf"]
@@ -759,7 +762,7 @@ def test_index_follows_a_random_history(tmp_path, clock, monkeypatch, strategy):
 
 
 def test_appends_are_indexed_in_batches(db, monkeypatch):
-    monkeypatch.setattr(turnlog.sqlite, "_INDEX_BATCH", 4)
+    monkeypatch.setattr(turnlog.backends.sqlite.search, "_INDEX_BATCH", 4)
     for i in range(3):
         db.append("s", U(f"word{i}"))
     connection = raw(db)
@@ -772,7 +775,7 @@ def test_appends_are_indexed_in_batches(db, monkeypatch):
 
 
 def test_rebuild_search_index(db, monkeypatch):
-    monkeypatch.setattr(turnlog.sqlite, "_INDEX_BATCH", 1)
+    monkeypatch.setattr(turnlog.backends.sqlite.search, "_INDEX_BATCH", 1)
     db.append("s", U("kept"))
     db.append("s", U("original words"))
     connection = raw(db)
@@ -958,7 +961,7 @@ def test_index_ignores_the_int_digits_limit(db, monkeypatch):
     a long integer as any other process does."""
     import sys
 
-    monkeypatch.setattr(turnlog.sqlite, "_INDEX_BATCH", 1)
+    monkeypatch.setattr(turnlog.backends.sqlite.search, "_INDEX_BATCH", 1)
     db.append("s", {"role": "user", "content": "huge number inside", "n": 10**1000})
     previous = sys.get_int_max_str_digits()
     sys.set_int_max_str_digits(640)
@@ -978,7 +981,7 @@ def test_index_ignores_the_int_digits_limit(db, monkeypatch):
 
 
 def test_index_built_in_chunks(tmp_path, monkeypatch):
-    monkeypatch.setattr(turnlog.sqlite, "_INDEX_CHUNK", 7)
+    monkeypatch.setattr(turnlog.backends.sqlite.search, "_INDEX_CHUNK", 7)
     with SqliteSessionBackend(tmp_path / "ws", fts=False) as scan:
         scan.append_many("s", [U(f"message {i}") for i in range(50)])
         scan.append("t", U("the last one"))

@@ -111,18 +111,34 @@ def test_is_a_session_backend(store):
 
 
 def test_public_store_is_the_one_in_use():
-    import turnlog._rust
+    import turnlog.backends.jsonl.rust
     import turnlog.pure
 
     if turnlog._impl.native is not None:
         assert turnlog.IMPLEMENTATION == "rust"
-        assert turnlog.SessionStore is turnlog._rust.SessionStore
+        assert turnlog.SessionStore is turnlog.backends.jsonl.rust.SessionStore
     else:
         assert turnlog.IMPLEMENTATION == "python"
         assert turnlog.SessionStore is turnlog.pure.SessionStore
 
 
 # --- append and load ----------------------------------------------------------------------------
+
+
+def test_transcript_path(store, tmp_path):
+    sessions = (tmp_path / "ws" / "sessions").resolve()
+    path = store.transcript_path("telegram_user123")
+    assert path == str(sessions / "telegram_user123.jsonl")
+    assert not os.path.exists(path)  # a path, not a session: nothing is created
+    store.append("chat/ключ", ChatMessage.user("hi"))
+    escaped = store.transcript_path("chat/ключ")
+    assert escaped == str(sessions / "chat%2F%D0%BA%D0%BB%D1%8E%D1%87.jsonl")
+    with open(escaped, "rb") as file:
+        assert file.read() == b'{"role":"user","content":"hi"}\n'
+    with pytest.raises(ValueError):
+        store.transcript_path("")
+    with pytest.raises(TypeError):
+        store.transcript_path(b"k")
 
 
 def test_append_and_load(store):
@@ -814,7 +830,7 @@ def test_loads_wait_for_a_writer_that_cuts_the_file(store):
     the file as the writer left it, never a mix of before and after."""
     import threading
 
-    from turnlog import _files
+    from turnlog.backends import files as _files
 
     store.append_many("k", [U("x" * 100), A("y" * 100)])
     path = session_path(store, "k")
@@ -839,7 +855,7 @@ def test_loads_wait_for_a_writer_that_cuts_the_file(store):
 
 
 def test_power_durability_syncs_the_folders_it_creates(store_cls, tmp_path, monkeypatch):
-    from turnlog import _files
+    from turnlog.backends import files as _files
 
     synced: list[str] = []
     real = _files.sync_dir

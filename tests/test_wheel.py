@@ -118,7 +118,19 @@ def venv(wheel, tmp_path_factory) -> Path:
 def test_wheel_contents(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert "-abi3-" in wheel.name  # one wheel for every CPython 3.10+
-    for needed in ("__init__.py", "py.typed", "aio.py", "cli.py", "__main__.py", "pure.py"):
+    needed_files = (
+        "__init__.py",
+        "py.typed",
+        "aio.py",
+        "cli/__init__.py",
+        "__main__.py",
+        "pure.py",
+        "backends/jsonl/rust.py",
+        "backends/jsonl/pure.py",
+        "backends/sqlite/__init__.py",
+        "backends/redis/__init__.py",
+    )
+    for needed in needed_files:
         assert f"turnlog/{needed}" in names, needed
     assert any(name.startswith("turnlog/_native") and name.endswith(".so") for name in names)
     assert not [name for name in names if name.startswith(("tests/", "benches/", "rust/"))]
@@ -128,7 +140,7 @@ def test_import_and_round_trip_from_outside_the_source_tree(venv, tmp_path):
     done = run([str(venv / "bin" / "python"), "-I", "-c", SMOKE], cwd=tmp_path)
     report = json.loads(done.stdout)
     assert report["implementation"] == "rust"
-    assert report["store"] == "turnlog._rust"
+    assert report["store"] == "turnlog.backends.jsonl.rust"
     assert Path(report["file"]).resolve().is_relative_to(venv.resolve()), report["file"]
     assert report["third_party"] == [], "import turnlog pulled in non-stdlib modules"
     assert report["third_party_with_aio_cli"] == []

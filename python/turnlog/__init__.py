@@ -19,17 +19,17 @@ from ._types import SessionMetadata, SessionQuery, SessionState
 from .backend import MessageLike, SessionBackend
 
 if TYPE_CHECKING:
+    from .backends.sqlite import SqliteSessionBackend
     from .migration import MigrationConflictError, MigrationReport, migrate
-    from .sqlite import SqliteSessionBackend
 
 if native is not None:
-    from ._rust import SessionStore
+    from .backends.jsonl.rust import SessionStore
 
     __version__: str = native.__version__
 else:
     from importlib.metadata import PackageNotFoundError, version
 
-    from .pure import SessionStore  # type: ignore[assignment]
+    from .backends.jsonl.pure import SessionStore  # type: ignore[assignment]
 
     try:
         __version__ = version("turnlog")
@@ -59,7 +59,7 @@ def __getattr__(name: str) -> object:
     # not named `migrate`: importing a submodule sets the package attribute of its name, which
     # would then be the module instead of the function.
     if name == "SqliteSessionBackend":
-        from .sqlite import SqliteSessionBackend
+        from .backends.sqlite import SqliteSessionBackend
 
         return SqliteSessionBackend
     if name in ("migrate", "MigrationReport", "MigrationConflictError"):

@@ -34,19 +34,19 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import inspect
 import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Generic, Literal, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar
 
 from . import SessionStore
 from ._impl import ChatMessage
-from ._jsonl import Durability, PathLike
+from ._rules import Durability, Match
 from ._types import SessionMetadata, SessionQuery, SessionState
 from .backend import MessageLike, SessionBackend
+from .backends.workspace import PathLike
 
 __all__ = ["BULK_MESSAGES", "AsyncBackend", "AsyncSessionStore"]
 
@@ -57,7 +57,6 @@ BULK_MESSAGES = 1000
 BackendT = TypeVar("BackendT", bound=SessionBackend)
 P = ParamSpec("P")
 R = TypeVar("R")
-Match = Literal["all", "any"]
 
 
 def _check_workers(value: object, what: str, *, optional: bool) -> int | None:
@@ -77,15 +76,6 @@ def _is_small(limit: object) -> bool:
     Anything odd (a bad type, a negative number) counts as small: the backend refuses it at once.
     """
     return isinstance(limit, int) and limit <= BULK_MESSAGES
-
-
-def _takes_match(backend: SessionBackend) -> bool:
-    """Whether ``backend.search`` accepts ``match=`` (the JSONL and SQLite stores do)."""
-    try:
-        parameters = inspect.signature(backend.search).parameters.values()
-    except (TypeError, ValueError):  # no signature to read (a C method): let the call decide
-        return True
-    return any(p.name == "match" or p.kind is p.VAR_KEYWORD for p in parameters)
 
 
 class AsyncBackend(Generic[BackendT]):
@@ -283,18 +273,27 @@ class AsyncBackend(Generic[BackendT]):
         Args:
             query: The keyword and the most sessions to return.
             match: ``"all"`` (default): every word of the keyword in one message; ``"any"``: one
-                of them. Backends whose ``search`` has no ``match`` take only ``"all"``.
-
-        Raises:
-            TypeError: ``match="any"`` for a backend whose ``search`` does not take ``match``.
+                of them.
         """
-        if match == "all":
-            # Not passed on, so backends with the plain SessionBackend signature work too.
-            return await self._run(self._pool, self._backend.search, query)
-        if not _takes_match(self._backend):
-            raise TypeError(f"{type(self._backend).__name__}.search does not take match=")
-        search: Callable[..., list[SessionMetadata]] = self._backend.search
-        return await self._run(self._pool, search, query, match=match)
+        return await self._run(self._pool, self._backend.search, query, match=match)
+
+    async def set_session_times(
+        self,
+        session_key: str,
+        *,
+        created_at: datetime | None = None,
+        last_activity: datetime | None = None,
+        turn_started_at: datetime | None = None,
+    ) -> bool:
+        """Set an existing session's times (for importers); ``False`` if it does not exist."""
+        return await self._run(
+            self._pool,
+            self._backend.set_session_times,
+            session_key,
+            created_at=created_at,
+            last_activity=last_activity,
+            turn_started_at=turn_started_at,
+        )
 
     async def set_session_name(self, session_key: str, name: str) -> None:
         """Set a human-readable name for the session."""
@@ -387,6 +386,10 @@ class AsyncSessionStore(AsyncBackend[SessionStore]):
     def durability(self) -> Durability:
         """``"process"`` or ``"power"``: what an acknowledged write survives."""
         return self._backend.durability
+
+    def transcript_path(self, session_key: str) -> str:
+        """The absolute path of the session's ``.jsonl`` transcript (no I/O: not a coroutine)."""
+        return self._backend.transcript_path(session_key)
 
     async def __aenter__(self) -> AsyncSessionStore:
         return self

@@ -2,8 +2,11 @@
 
 Subclass it with the four abstract methods (``load``, ``append``, ``remove_last``,
 ``list_sessions``) and every other method works through the defaults below; a backend overrides
-the ones it can do better or at all (names, state and search are no-ops by default, as in
-ZeroClaw's trait).
+the ones it can do better or at all (names, state, times and search are no-ops by default, as in
+ZeroClaw's trait). This is the whole contract: callers (``turnlog.aio``, ``turnlog.migrate``,
+the CLI, the integrations) use these methods on any backend and probe for nothing else.
+
+This module is the bottom floor with the data classes: it imports nothing else of turnlog.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from ._impl import ChatMessage
 from ._types import SessionMetadata, SessionQuery, SessionState
@@ -98,9 +101,26 @@ class SessionBackend(abc.ABC):
         """Remove sessions idle for over ``ttl_hours``; returns how many. No-op by default."""
         return 0
 
-    def search(self, query: SessionQuery) -> list[SessionMetadata]:
-        """Sessions whose messages match ``query``. Returns ``[]`` by default."""
+    def search(
+        self, query: SessionQuery, *, match: Literal["all", "any"] = "all"
+    ) -> list[SessionMetadata]:
+        """Sessions with a message whose content holds ``query.keyword``, the most recently
+        active first, at most ``query.limit``. With ``match="all"`` one message must hold every
+        word of the keyword; with ``"any"``, one of them. Returns ``[]`` by default."""
         return []
+
+    def set_session_times(
+        self,
+        session_key: str,
+        *,
+        created_at: datetime | None = None,
+        last_activity: datetime | None = None,
+        turn_started_at: datetime | None = None,
+    ) -> bool:
+        """Set an existing session's times (for importers such as ``turnlog.migrate``); ``None``
+        leaves a time unchanged. Returns whether the session's times were set: ``False`` if it
+        does not exist, and by default (a backend that keeps no times changes nothing)."""
+        return False
 
     def set_session_name(self, session_key: str, name: str) -> None:
         """Set a human-readable name for the session. No-op by default."""

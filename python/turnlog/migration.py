@@ -1,7 +1,7 @@
 """``turnlog.migrate``: copy sessions between any two ``SessionBackend`` objects, resumably.
 
 >>> from turnlog import SessionStore, migrate
->>> from turnlog.sqlite import SqliteSessionBackend
+>>> from turnlog import SqliteSessionBackend
 >>> report = migrate(SessionStore("./zeroclaw-workspace"), SqliteSessionBackend("./workspace"))
 
 Importing a ZeroClaw workspace is migrating from ``turnlog.SessionStore`` over it: the files are
@@ -17,16 +17,16 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
-from . import _format
 from ._impl import ChatMessage
-from ._jsonl import JsonlStoreBase
 from ._types import SessionMetadata, SessionState
 from .backend import SessionBackend
+from .backends import format as _format
+from .backends.jsonl.base import JsonlStoreBase
 
 if TYPE_CHECKING:
-    from .sqlite import SqliteSessionBackend
+    from .backends.sqlite import SqliteSessionBackend
 
 __all__ = ["MigrationConflictError", "MigrationReport", "migrate"]
 
@@ -162,31 +162,12 @@ def migrate(
     )
 
 
-@runtime_checkable
-class _TimesTarget(Protocol):
-    """A backend that takes a session's times from an importer (every turnlog backend: the
-    JSONL stores, SQLite and Redis); the getters are every ``SessionBackend``'s."""
-
-    def get_session_metadata(self, session_key: str) -> SessionMetadata | None: ...
-
-    def get_session_state(self, session_key: str) -> SessionState | None: ...
-
-    def set_session_times(
-        self,
-        session_key: str,
-        *,
-        created_at: datetime | None = None,
-        last_activity: datetime | None = None,
-        turn_started_at: datetime | None = None,
-    ) -> bool: ...
-
-
 def _as_sqlite(backend: SessionBackend) -> SqliteSessionBackend | None:
     """``backend`` if it is a ``SqliteSessionBackend`` (which has importer methods).
 
     Not imported here: a backend object of that class means its module is loaded, and without
     one, migrating (JSONL to JSONL, say) works on a Python built without ``sqlite3``."""
-    module = sys.modules.get(f"{__package__}.sqlite")
+    module = sys.modules.get(f"{__package__}.backends.sqlite")
     cls = getattr(module, "SqliteSessionBackend", None)
     if cls is not None and isinstance(backend, cls):
         return backend  # type: ignore[no-any-return]
@@ -213,9 +194,8 @@ def _read(source: SessionBackend, target: SessionBackend, key: str) -> _Source:
         times = [None] * len(messages)
     corrupt = 0
     if isinstance(source, JsonlStoreBase):
-        path = os.path.join(source.sessions_dir, _format.key_to_name(key) + _format.SUFFIX)
         try:
-            with open(path, "rb") as file:
+            with open(source.transcript_path(key), "rb") as file:
                 corrupt = _count_corrupt(file.read())
         except FileNotFoundError:
             corrupt = 0
@@ -363,7 +343,7 @@ def _copy(
         wrote, lost = wrote or changed, lost or not changed
 
     # Times last: the writes above count as activity in the target.
-    if isinstance(target, _TimesTarget) and session.metadata is not None:
+    if session.metadata is not None:
         wrote = _copy_times(target, key, session) or wrote
     return len(todo), wrote, lost
 
@@ -380,7 +360,7 @@ def _has_context(
     return all(want is None or want == got for want, got in zip(wanted, have, strict=True))
 
 
-def _copy_times(target: _TimesTarget, key: str, session: _Source) -> bool:
+def _copy_times(target: SessionBackend, key: str, session: _Source) -> bool:
     """Give the target's session the source's times where they differ; ``True`` if it did."""
     assert session.metadata is not None
     have = target.get_session_metadata(key)

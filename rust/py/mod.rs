@@ -5,7 +5,7 @@ mod convert;
 mod encode;
 mod errors;
 mod message;
-mod records;
+mod parse;
 mod store;
 
 use pyo3::prelude::*;
@@ -15,6 +15,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<message::ChatMessage>()?;
     m.add_class::<store::JsonlStore>()?;
-    m.add_function(wrap_pyfunction!(records::parse_lines, m)?)?;
+    m.add_function(wrap_pyfunction!(parse::parse_lines, m)?)?;
     Ok(())
 }

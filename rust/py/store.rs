@@ -1,4 +1,4 @@
-//! `JsonlStore`: the native half of `turnlog.SessionStore` (`python/turnlog/_rust.py`).
+//! `JsonlStore`: the native half of `turnlog.SessionStore` (`python/turnlog/backends/jsonl/rust.py`).
 
 use std::ops::ControlFlow;
 

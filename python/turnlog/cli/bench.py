@@ -10,22 +10,26 @@ as a crashed writer leaves it.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import os
 import random
 import shutil
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import _format, pure
-from ._impl import native
-from ._jsonl import JsonlStoreBase
+from .. import IMPLEMENTATION, pure
+from .._impl import native
+from ..backends.jsonl.base import JsonlStoreBase
+from .output import OK, write, write_json
+from .table import Progress, human_size, render_table
 
-__all__ = ["Corpus", "Timing", "run_bench", "write_corpus"]
+__all__ = ["Corpus", "Timing", "cmd_bench", "run_bench", "write_corpus"]
 
 KEY = "bench_session"
 SEED = 20240601
@@ -131,7 +135,7 @@ def stores(workspace: str) -> dict[str, JsonlStoreBase]:
     """The stores to compare: Rust (when the native module is in use) and pure Python."""
     found: dict[str, JsonlStoreBase] = {}
     if native is not None:
-        from ._rust import SessionStore
+        from ..backends.jsonl.rust import SessionStore
 
         found["rust"] = SessionStore(workspace)
     found["pure"] = pure.SessionStore(workspace)
@@ -150,9 +154,8 @@ def run_bench(
     steps.
     """
     compared = stores(workspace)
-    sessions_dir = compared["pure"].sessions_dir
     starting("generating a session")
-    corpus = write_corpus(os.path.join(sessions_dir, KEY + _format.SUFFIX), messages)
+    corpus = write_corpus(compared["pure"].transcript_path(KEY), messages)
     results: dict[str, dict[str, float]] = {name: {} for name in compared}
     for name, store in compared.items():
         starting(f"{name}: full load")
@@ -166,7 +169,7 @@ def run_bench(
         # copy's torn last line is closed first: the first append would repair it (and log a
         # warning), which is not what a bot's appends do.
         target = f"{KEY}_{name}_append"
-        copy = os.path.join(sessions_dir, target + _format.SUFFIX)
+        copy = compared["pure"].transcript_path(target)
         shutil.copyfile(corpus.path, copy)
         with open(copy, "ab") as file:
             file.write(b"\n")
@@ -177,3 +180,72 @@ def run_bench(
         Timing(op, results.get("rust", {}).get(op), results["pure"].get(op)) for op in OPERATIONS
     ]
     return corpus, timings
+
+
+# --- the command --------------------------------------------------------------------------------
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.2f} s"
+
+
+def _speedup(ratio: float | None) -> str:
+    if ratio is None:
+        return "-"
+    return f"{ratio:,.0f}x" if ratio >= 100 else f"{ratio:.1f}x"
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    steps = 1 + 3 * (2 if native is not None else 1)
+    with (
+        tempfile.TemporaryDirectory(prefix="turnlog-bench-") as workspace,
+        Progress("bench", steps) as progress,
+    ):
+        began = 0
+
+        def starting(label: str) -> None:
+            # A step starting means the one before it is done.
+            nonlocal began
+            progress.advance(1 if began else 0, label=label)
+            began += 1
+
+        corpus, timings = run_bench(workspace, args.messages, starting)
+        progress.advance(label="done")
+    if args.json:
+        write_json(
+            {
+                "implementation": IMPLEMENTATION,
+                "messages": corpus.messages,
+                "lines": corpus.lines,
+                "corrupt_lines": corpus.corrupt_lines,
+                "size": corpus.size,
+                "results": [
+                    {
+                        "operation": t.operation,
+                        "rust_seconds": t.rust,
+                        "pure_seconds": t.pure,
+                        "speedup": t.speedup,
+                    }
+                    for t in timings
+                ],
+            }
+        )
+        return OK
+    head = (
+        f"one session: {corpus.messages:,} messages, {corpus.lines:,} lines "
+        f"({corpus.corrupt_lines:,} corrupt, torn last line), {human_size(corpus.size)}\n"
+    )
+    if native is None:
+        head += "the Rust core is not in use (not built, or TURNLOG_PURE=1): pure Python only\n"
+    rows = [
+        [t.operation, _duration(t.rust), _duration(t.pure), _speedup(t.speedup)] for t in timings
+    ]
+    table = render_table(["OPERATION", "RUST", "PURE PYTHON", "SPEEDUP"], rows, right=(1, 2, 3))
+    write(head + "\n" + table + "(median time per call)\n")
+    return OK

@@ -1,72 +1,43 @@
 """What the Rust-backed and the pure JSONL stores share: workspace set-up, argument checks,
-how a failed read is reported, and the session metadata kept in sidecars (``_meta.py``)."""
+how a failed read is reported, and the session metadata, which ``Sidecars`` keeps."""
 
 from __future__ import annotations
 
 import abc
 import contextlib
-import errno
 import logging
 import os
-import re
 from collections.abc import Iterable
-from datetime import datetime, timedelta, timezone
-from typing import Any, Literal, Union
+from datetime import datetime, timedelta
+from typing import Any
 
-from . import _files, _format, _meta
-from ._checks import Durability, check_amount, check_durability, check_limit, check_text
-from ._impl import ChatMessage
-from ._types import SessionMetadata, SessionQuery, SessionState
-from .backend import MessageLike, SessionBackend
+from ..._impl import ChatMessage
+from ..._rules import (
+    Durability,
+    Match,
+    by_activity,
+    check_amount,
+    check_durability,
+    check_limit,
+    check_query,
+    check_state,
+    check_text,
+    checked_times,
+)
+from ..._types import SessionMetadata, SessionQuery, SessionState
+from ...backend import MessageLike, SessionBackend
+from .. import files
+from .. import format as _format
+from ..workspace import PathLike, sessions_dir
+from . import sidecar
+from .sidecar import Sidecars
 
-__all__ = ["Appended", "Durability", "JsonlStoreBase", "sessions_dir"]
+__all__ = ["Appended", "JsonlStoreBase"]
 
 log = logging.getLogger("turnlog")
 
-PathLike = Union[str, "os.PathLike[str]"]
 #: What an append did besides writing: ``(created the file, repaired a torn last line)``.
 Appended = tuple[bool, bool]
-
-
-def sessions_dir(workspace: PathLike, *, durable: bool = False) -> str:
-    """Create ``<workspace>/sessions/`` (owner-only) if needed and return its absolute path;
-    with ``durable``, folders it creates are fsynced into their parents."""
-    path = os.fspath(workspace)
-    if not isinstance(path, str):
-        raise TypeError(
-            f"workspace must be a str or os.PathLike[str], not {type(workspace).__name__}"
-        )
-    if not path:
-        raise ValueError("workspace must not be empty")
-    if os.path.lexists(path) and not os.path.isdir(path):
-        raise NotADirectoryError(errno.ENOTDIR, "workspace is not a directory", path)
-    sessions = os.path.join(os.path.abspath(path), "sessions")
-    if os.path.lexists(sessions) and not os.path.isdir(sessions):
-        raise NotADirectoryError(errno.ENOTDIR, "not a directory", sessions)
-    _files.make_dirs(path, durable=durable)
-    _files.make_dirs(sessions, 0o700, durable=durable)
-    return sessions
-
-
-_EPOCH = datetime.fromtimestamp(0, tz=timezone.utc)
-
-
-def _utc(mtime_ns: int) -> datetime:
-    return datetime.fromtimestamp(mtime_ns / 1e9, tz=timezone.utc)
-
-
-def _ns(when: datetime) -> int:
-    """``when`` (aware) in nanoseconds since the epoch, exactly: ``_utc`` gives ``when`` back."""
-    return (when - _EPOCH) // timedelta(microseconds=1) * 1000
-
-
-#: Splits a search keyword into words: Unicode white space, as Rust's ``split_whitespace``.
-_WORDS = re.compile(f"[{re.escape(_format.WHITESPACE)}]+")
-
-
-def search_words(text: str) -> list[str]:
-    """The lower-cased words of a search keyword (the Rust search splits and lowers alike)."""
-    return [word.lower() for word in _WORDS.split(text) if word]
 
 
 class JsonlStoreBase(SessionBackend):
@@ -76,11 +47,22 @@ class JsonlStoreBase(SessionBackend):
     Subclasses provide the transcript operations (``_load``, ``_stat``, ``_append``,
     ``_append_many``, ``_delete``, ``_search`` and the rest of the ``SessionBackend`` methods);
     this class adds everything metadata, identically for both.
+
+    Args:
+        workspace: The workspace folder; sessions live in ``<workspace>/sessions/``, which is
+            created (owner-only) if needed.
+        durability: ``"process"`` (default): an acknowledged write survives a crash of the
+            process. ``"power"``: it also survives power loss (fsync of file and folder).
+
+    Raises:
+        NotADirectoryError: ``workspace`` (or its ``sessions``) exists and is not a folder.
+        PermissionError: the folder cannot be created.
     """
 
     def __init__(self, workspace: PathLike, *, durability: Durability = "process") -> None:
         self._durability = check_durability(durability)
         self._sessions_dir = sessions_dir(workspace, durable=durability == "power")
+        self._sidecars = Sidecars(self._sessions_dir, durable=durability == "power")
 
     @property
     def sessions_dir(self) -> str:
@@ -98,13 +80,14 @@ class JsonlStoreBase(SessionBackend):
             f"durability={self._durability!r})"
         )
 
-    def _path(self, session_key: str) -> str:
-        """The transcript of ``session_key`` (checks the key)."""
+    def transcript_path(self, session_key: str) -> str:
+        """The absolute path of the session's ``.jsonl`` transcript (which need not exist).
+
+        Raises:
+            TypeError, ValueError: a bad key.
+        """
         name = _format.key_to_name(session_key)
         return os.path.join(self._sessions_dir, name + _format.SUFFIX)
-
-    def _meta_path(self, session_key: str) -> str:
-        return _meta.meta_path(self._sessions_dir, _format.key_to_name(session_key))
 
     # --- messages -------------------------------------------------------------------------------
 
@@ -148,75 +131,28 @@ class JsonlStoreBase(SessionBackend):
                 session_key,
             )
         if created:
-            self._start_meta(session_key)
+            with files.locked(self.transcript_path(session_key), create=False) as held:
+                if held is not None:  # else deleted again already: no session to start
+                    self._sidecars.start(_format.key_to_name(session_key), held[0])
 
     def delete_session(self, session_key: str) -> bool:
         """Delete the session's transcript and metadata. ``True`` if it existed."""
         # The sidecar goes first: a crash in between leaves a transcript without metadata (a
         # valid session), never metadata that a new session of the same key would inherit.
-        self._unlink_meta(session_key)
+        self._sidecars.unlink(_format.key_to_name(session_key))
         return self._delete(session_key)
 
-    def _unlink_meta(self, session_key: str) -> None:
-        """Remove the session's sidecar, if any."""
-        meta_path = self._meta_path(session_key)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(meta_path)
-            if self._durability == "power":
-                _files.sync_dir(os.path.dirname(meta_path))
-
     # --- metadata -------------------------------------------------------------------------------
-
-    def _start_meta(self, session_key: str) -> None:
-        """Record when a session that the caller's append just created began.
-
-        A sidecar written since the transcript's last write is kept: a setter ran between the
-        append and this call. An older one outlived an earlier transcript of the key that was
-        deleted outside turnlog: its name, state and turn are that session's, so it is replaced
-        (as the setters replace it when they create the transcript themselves).
-        """
-        meta_path = self._meta_path(session_key)
-        with _files.locked(self._path(session_key), create=False) as held:
-            if held is None:
-                return  # deleted again already: there is no session to start
-            try:
-                fresh = os.lstat(meta_path).st_mtime_ns >= os.fstat(held[0]).st_mtime_ns
-            except FileNotFoundError:
-                fresh = False
-            if not (fresh and _meta.read_meta(meta_path)):
-                meta = {"created_at": _meta.to_text(_meta.now())}
-                _meta.write_meta(meta_path, meta, durable=self._durability == "power")
 
     def _update_meta(self, session_key: str, changes: dict[str, Any]) -> None:
         """Apply ``changes`` to the session's sidecar, creating the session if needed."""
         for value in changes.values():
             if isinstance(value, str) and _format.has_surrogate(value):
                 raise ValueError("session metadata must not contain lone surrogates")
-        path = self._path(session_key)
-        meta_path = self._meta_path(session_key)
-        with _files.locked(path, create=True) as held:
+        with files.locked(self.transcript_path(session_key), create=True) as held:
             assert held is not None
             fd, created = held
-            meta = {} if created else _meta.read_meta(meta_path)
-            self._write_meta(fd, meta_path, meta, changes, created=created)
-
-    def _write_meta(
-        self,
-        fd: int,
-        meta_path: str,
-        meta: dict[str, Any],
-        changes: dict[str, Any],
-        *,
-        created: bool = False,
-    ) -> None:
-        """Write ``meta`` with ``changes`` applied (the caller holds the lock on ``fd``, the
-        transcript, which it ``created`` or not)."""
-        if "created_at" not in meta:
-            # A session from before turnlog kept metadata: its file's time is the best guess.
-            first = _meta.now() if created else _utc(os.fstat(fd).st_mtime_ns)
-            meta["created_at"] = _meta.to_text(first)
-        meta.update(changes)
-        _meta.write_meta(meta_path, meta, durable=self._durability == "power")
+            self._sidecars.update(_format.key_to_name(session_key), fd, changes, created=created)
 
     def set_session_times(
         self,
@@ -241,23 +177,23 @@ class JsonlStoreBase(SessionBackend):
         Raises:
             TypeError, ValueError: a bad key, or a time that is not a timezone-aware datetime.
         """
-        created, active, started = _meta.checked_times(created_at, last_activity, turn_started_at)
-        meta_path = self._meta_path(session_key)
-        with _files.locked(self._path(session_key), create=False) as held:
+        created, active, started = checked_times(created_at, last_activity, turn_started_at)
+        name = _format.key_to_name(session_key)
+        with files.locked(self.transcript_path(session_key), create=False) as held:
             if held is None:
                 return False
             fd = held[0]
-            meta = _meta.read_meta(meta_path)
+            meta = self._sidecars.read(name)
             changes = {}
             if created is not None:
-                changes["created_at"] = _meta.to_text(created)
-            if started is not None and _state(meta).state != "idle":
-                changes["turn_started_at"] = _meta.to_text(started)
+                changes["created_at"] = sidecar.to_text(created)
+            if started is not None and sidecar.state_of(meta).state != "idle":
+                changes["turn_started_at"] = sidecar.to_text(started)
             if changes:
-                self._write_meta(fd, meta_path, meta, changes)
+                self._sidecars.update(name, fd, changes, meta=meta)
             if active is not None:
                 # Through the locked descriptor, which is the session's transcript.
-                os.utime(fd, ns=(os.fstat(fd).st_atime_ns, _ns(active)))
+                os.utime(fd, ns=(os.fstat(fd).st_atime_ns, sidecar.to_ns(active)))
                 if self._durability == "power":
                     os.fsync(fd)  # a time is inode metadata, which fdatasync may leave behind
         return True
@@ -273,24 +209,12 @@ class JsonlStoreBase(SessionBackend):
         if stat is None:
             return None
         count, mtime_ns = stat
-        meta = _meta.read_meta(self._meta_path(session_key))
-        written = _utc(mtime_ns)
-        return SessionMetadata(
-            key=session_key,
-            name=_text(meta, "name"),
-            created_at=_meta.from_text(meta.get("created_at")) or written,
-            last_activity=written,
-            message_count=count,
-            agent_alias=_text(meta, "agent_alias"),
-            channel_id=_text(meta, "channel_id"),
-            room_id=_text(meta, "room_id"),
-            sender_id=_text(meta, "sender_id"),
-        )
+        meta = self._sidecars.read(_format.key_to_name(session_key))
+        return sidecar.metadata(session_key, meta, count, mtime_ns)
 
     def list_sessions_with_metadata(self) -> list[SessionMetadata]:
         """Metadata of every session, the most recently active first."""
-        found = [self.get_session_metadata(key) for key in self.list_sessions()]
-        return _by_activity([metadata for metadata in found if metadata is not None])
+        return self._metadata_of(self.list_sessions())
 
     def set_session_name(self, session_key: str, name: str) -> None:
         """Set the session's human-readable name (creating the session if needed)."""
@@ -300,7 +224,7 @@ class JsonlStoreBase(SessionBackend):
 
     def get_session_name(self, session_key: str) -> str | None:
         """The session's name, or ``None``."""
-        return _text(_meta.read_meta(self._meta_path(session_key)), "name")
+        return sidecar.text_field(self._sidecars.read(_format.key_to_name(session_key)), "name")
 
     def set_session_agent_alias(self, session_key: str, alias: str) -> None:
         """Bind the session to an agent alias (creating the session if needed)."""
@@ -310,7 +234,9 @@ class JsonlStoreBase(SessionBackend):
 
     def get_session_agent_alias(self, session_key: str) -> str | None:
         """The session's agent alias, or ``None``."""
-        return _text(_meta.read_meta(self._meta_path(session_key)), "agent_alias")
+        return sidecar.text_field(
+            self._sidecars.read(_format.key_to_name(session_key)), "agent_alias"
+        )
 
     def set_session_context(
         self,
@@ -331,12 +257,11 @@ class JsonlStoreBase(SessionBackend):
     def set_session_state(self, session_key: str, state: str, turn_id: str | None = None) -> None:
         """Set the turn state: ``"running"`` (starts a turn, ``turn_id`` identifies it),
         ``"idle"`` (clears the turn) or ``"error"`` (keeps the turn for inspection)."""
-        if state not in _meta.STATES:
-            raise ValueError(f"state must be one of {', '.join(_meta.STATES)}, not {state!r}")
+        check_state(state)
         check_text(turn_id, "turn_id", optional=True)
         changes: dict[str, Any] = {"state": state}
         if state == "running":
-            changes.update(turn_id=turn_id, turn_started_at=_meta.to_text(_meta.now()))
+            changes.update(turn_id=turn_id, turn_started_at=sidecar.to_text(sidecar.now()))
         elif state == "idle":
             changes.update(turn_id=None, turn_started_at=None)
         elif turn_id is not None:
@@ -347,29 +272,19 @@ class JsonlStoreBase(SessionBackend):
         """The turn state (``"idle"`` until one is set); ``None`` if the session does not exist."""
         if not self.session_exists(session_key):
             return None
-        return _state(_meta.read_meta(self._meta_path(session_key)))
-
-    def _states(self) -> list[tuple[str, SessionState]]:
-        """``(key, state)`` of every session that has metadata."""
-        folder = _meta.meta_dir(self._sessions_dir)
-        try:
-            names = os.listdir(folder)
-        except FileNotFoundError:
-            return []
-        states = []
-        for name in names:
-            key = _format.name_to_key(name[: -len(".json")]) if name.endswith(".json") else None
-            if key is not None and self.session_exists(key):
-                states.append((key, _state(_meta.read_meta(os.path.join(folder, name)))))
-        return states
+        return sidecar.state_of(self._sidecars.read(_format.key_to_name(session_key)))
 
     def list_running_sessions(self) -> list[SessionMetadata]:
         """Sessions in the ``"running"`` state, the most recently active first."""
         return self._metadata_of(key for key, state in self._states() if state.state == "running")
 
+    def _states(self) -> list[tuple[str, SessionState]]:
+        """``(key, state)`` of every session that has a sidecar."""
+        return [(key, state) for key, state in self._sidecars.states() if self.session_exists(key)]
+
     def list_stuck_sessions(self, threshold_secs: float) -> list[SessionMetadata]:
         """Sessions running for longer than ``threshold_secs`` (by ``turn_started_at``)."""
-        limit = _meta.now() - timedelta(seconds=check_amount(threshold_secs, "threshold_secs"))
+        limit = sidecar.now() - timedelta(seconds=check_amount(threshold_secs, "threshold_secs"))
         return self._metadata_of(
             key
             for key, state in self._states()
@@ -387,10 +302,10 @@ class JsonlStoreBase(SessionBackend):
         acknowledged after the first look keeps its session. Appenders that were waiting for
         the lock find the transcript gone and start a new one.
         """
-        limit = _ns(_meta.now() - timedelta(hours=check_amount(ttl_hours, "ttl_hours")))
+        limit = sidecar.to_ns(sidecar.now() - timedelta(hours=check_amount(ttl_hours, "ttl_hours")))
         removed = 0
         for key in self.list_sessions():
-            path = self._path(key)
+            path = self.transcript_path(key)
             try:
                 if os.lstat(path).st_mtime_ns >= limit:
                     continue
@@ -398,22 +313,20 @@ class JsonlStoreBase(SessionBackend):
                 continue
             with contextlib.ExitStack() as stack:
                 try:
-                    held = stack.enter_context(_files.locked(path, create=False))
+                    held = stack.enter_context(files.locked(path, create=False))
                 except OSError as error:  # as a listing skips a transcript it cannot read
                     log.warning("turnlog: cannot read session %r: %s", key, error)
                     continue
                 if held is None or os.fstat(held[0]).st_mtime_ns >= limit:
                     continue
-                self._unlink_meta(key)
+                self._sidecars.unlink(_format.key_to_name(key))
                 os.unlink(path)
             if self._durability == "power":
-                _files.sync_dir(self._sessions_dir)
+                files.sync_dir(self._sessions_dir)
             removed += 1
         return removed
 
-    def search(
-        self, query: SessionQuery, *, match: Literal["all", "any"] = "all"
-    ) -> list[SessionMetadata]:
+    def search(self, query: SessionQuery, *, match: Match = "all") -> list[SessionMetadata]:
         """Sessions with a message whose content holds the keyword, the most recently active
         first, at most ``query.limit``.
 
@@ -421,19 +334,14 @@ class JsonlStoreBase(SessionBackend):
         in one message; with ``match="any"``, one of them. No keyword matches every session.
         The search scans the transcripts (no index to keep in sync).
         """
-        if not isinstance(query, SessionQuery):
-            raise TypeError(f"query must be a SessionQuery, not {type(query).__name__}")
-        if match not in ("all", "any"):
-            raise ValueError(f"match must be 'all' or 'any', not {match!r}")
-        keyword = check_text(query.keyword, "query.keyword", optional=True) or ""
-        limit = check_limit(query.limit)
+        keyword, limit = check_query(query, match)
         keys = self._search(self.list_sessions(), keyword, match == "all")
         found = self._metadata_of(keys)
         return found if limit is None else found[:limit]
 
     def _metadata_of(self, keys: Iterable[str]) -> list[SessionMetadata]:
         found = [self.get_session_metadata(key) for key in keys]
-        return _by_activity([metadata for metadata in found if metadata is not None])
+        return by_activity([metadata for metadata in found if metadata is not None])
 
     # --- what each store provides ---------------------------------------------------------------
 
@@ -460,23 +368,3 @@ class JsonlStoreBase(SessionBackend):
     @abc.abstractmethod
     def _search(self, keys: list[str], keyword: str, match_all: bool) -> list[str]:
         """The keys (of ``keys``) with a valid message matching ``keyword``."""
-
-
-def _text(meta: dict[str, Any], field: str) -> str | None:
-    value = meta.get(field)
-    return value if isinstance(value, str) else None
-
-
-def _state(meta: dict[str, Any]) -> SessionState:
-    state = meta.get("state")
-    return SessionState(
-        state=state if state in _meta.STATES else "idle",
-        turn_id=_text(meta, "turn_id"),
-        turn_started_at=_meta.from_text(meta.get("turn_started_at")),
-    )
-
-
-def _by_activity(sessions: list[SessionMetadata]) -> list[SessionMetadata]:
-    """Most recently active first; ties by key."""
-    epoch = datetime.fromtimestamp(0, tz=timezone.utc)
-    return sorted(sessions, key=lambda m: (-(m.last_activity or epoch).timestamp(), m.key))

@@ -14,9 +14,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _files, _format
+from .._rules import WHITESPACE
+from ..backends import files as _files
+from ..backends import format as _format
 
-__all__ = ["Finding", "Report", "check_file", "why_corrupt"]
+__all__ = ["Finding", "Report", "check_file", "read_lines", "why_corrupt"]
 
 #: How much of a corrupt line a report quotes.
 PREVIEW_CHARS = 60
@@ -88,7 +90,7 @@ def why_corrupt(raw: bytes) -> str:
         return f"invalid UTF-8 (byte {error.start + 1})"
     if "\x00" in text:
         return f"NUL byte (column {text.index(chr(0)) + 1})"
-    stripped = text.strip(_format.WHITESPACE)
+    stripped = text.strip(WHITESPACE)
     if not stripped:
         return "blank line"
     if stripped.startswith("\ufeff"):
@@ -153,7 +155,7 @@ class Report:
     findings: list[Finding] = field(default_factory=list)
 
 
-def _lines(path: str) -> Iterator[tuple[bytes, bool]]:
+def read_lines(path: str) -> Iterator[tuple[bytes, bool]]:
     """``(line without newline, whether a newline ended it)`` for each line of ``path``.
 
     Read in blocks (bounded memory for any file); never through a symlink, as the stores do.
@@ -177,7 +179,7 @@ def check_file(path: str) -> Report:
         OSError: the file cannot be read.
     """
     report = Report()
-    for number, (raw, ended) in enumerate(_lines(path), start=1):
+    for number, (raw, ended) in enumerate(read_lines(path), start=1):
         report.lines = number
         if _format.valid_text(raw) is not None:
             report.messages += 1

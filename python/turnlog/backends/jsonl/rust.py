@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ._impl import ChatMessage, native
-from ._jsonl import Appended, Durability, JsonlStoreBase, PathLike
-from .backend import MessageLike
+from ..._impl import ChatMessage, native
+from ..._rules import Durability
+from ...backend import MessageLike
+from ..workspace import PathLike
+from .base import Appended, JsonlStoreBase
 
 __all__ = ["SessionStore"]
 
@@ -24,18 +26,8 @@ def _native_message(message: MessageLike) -> Any:
 
 
 class SessionStore(JsonlStoreBase):
-    """Append-only JSONL session store with a Rust core.
-
-    Args:
-        workspace: The workspace folder; sessions live in ``<workspace>/sessions/``, which is
-            created (owner-only) if needed.
-        durability: ``"process"`` (default): an acknowledged write survives a crash of the
-            process. ``"power"``: it also survives power loss (fsync of file and folder).
-
-    Raises:
-        NotADirectoryError: ``workspace`` (or its ``sessions``) exists and is not a folder.
-        PermissionError: the folder cannot be created.
-    """
+    """Append-only JSONL session store with a Rust core: ``SessionStore(workspace, *,
+    durability="process")``, as ``JsonlStoreBase`` describes."""
 
     def __init__(self, workspace: PathLike, *, durability: Durability = "process") -> None:
         super().__init__(workspace, durability=durability)

@@ -13,7 +13,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ._impl import ChatMessage, native
+from .._impl import ChatMessage, native
+from .._rules import WHITESPACE
 
 __all__ = [
     "MAX_DEPTH",
@@ -31,12 +32,6 @@ MAX_NAME_BYTES = 255 - len(SUFFIX)
 MAX_DEPTH = 128
 #: Longest integer literal, in digits: CPython's default conversion limit, fixed here.
 MAX_INT_DIGITS = 4300
-#: What ``str.strip`` removes around a line: Unicode White_Space, as Rust's ``str::trim`` (and so
-#: ZeroClaw) does. Python's own ``str.strip()`` also strips U+001C..U+001F, which Rust keeps.
-WHITESPACE = (
-    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
-    "\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
-)
 
 # CPython's int(str) and str(int) obey sys.set_int_max_str_digits, a process-wide setting (640
 # digits at the least); pieces of this many digits convert under any setting, so the format's

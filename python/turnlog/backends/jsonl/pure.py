@@ -1,0 +1,246 @@
+"""The pure-Python JSONL store: the reference for the Rust store and the fallback without it.
+
+``from turnlog.pure import SessionStore`` always gives this class, whatever ``turnlog.SessionStore``
+is. It reads and writes the same files, byte for byte, and takes the same locks (``flock`` on the
+transcript itself), so both stores can work on one workspace at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import stat
+from collections.abc import Iterable, Iterator
+
+from ..._impl import ChatMessage
+from ..._rules import search_words
+from ...backend import MessageLike
+from .. import files
+from .. import format as _format
+from .base import Appended, JsonlStoreBase
+
+__all__ = ["SessionStore"]
+
+
+def _lines_backwards(data: bytes) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` of each line of ``data``, newest first; the line is ``data[start:stop]``
+    and its newline, if any, is at ``stop``."""
+    stop = len(data)
+    while True:
+        newline = data.rfind(b"\n", 0, stop)
+        yield newline + 1, stop
+        if newline < 0:
+            return
+        stop = newline
+
+
+def _last_valid(data: bytes) -> tuple[int, int] | None:
+    """``(start, end)`` of the newest valid line, its newline included in ``end``."""
+    for start, stop in _lines_backwards(data):
+        if _format.valid_text(data[start:stop]) is not None:
+            return start, (stop + 1 if stop < len(data) else stop)
+    return None
+
+
+def _count_valid(data: bytes) -> int:
+    return sum(_format.valid_text(line) is not None for line in data.split(b"\n"))
+
+
+def _read(path: str) -> bytes:
+    """The whole file at ``path`` (never through a symlink), read under a shared lock as the
+    Rust store reads: no writer cuts the file in place meanwhile, so no line read is the head
+    of one line and the tail of a later one."""
+    fd = files.open_regular(path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        return files.read_all(fd)
+    finally:
+        os.close(fd)
+
+
+class SessionStore(JsonlStoreBase):
+    """Append-only JSONL session store, in pure Python: ``SessionStore(workspace, *,
+    durability="process")``, as ``JsonlStoreBase`` describes."""
+
+    @property
+    def _durable(self) -> bool:
+        return self._durability == "power"
+
+    def _replace(self, fd: int, path: str, data: bytes) -> None:
+        """Atomically replace the locked file ``fd`` at ``path`` with ``data``."""
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        files.replace(path, data, mode=mode, durable=self._durable)
+
+    def _append_bytes(self, path: str, data: bytes) -> Appended:
+        with files.locked(path, create=True) as held:
+            assert held is not None
+            fd, created = held
+            size = os.fstat(fd).st_size
+            torn = bool(size) and os.pread(fd, 1, size - 1) != b"\n"
+            if torn:
+                data = b"\n" + data  # never glue a record onto a torn last line
+            try:
+                files.write_all(fd, data)
+                if self._durable:
+                    files.sync_data(fd)
+            except BaseException:
+                # Leave no trace: a new session disappears again, an old one gets its length back.
+                with contextlib.suppress(OSError):
+                    if created:
+                        os.unlink(path)
+                    else:
+                        os.ftruncate(fd, size)
+                raise
+        if created and self._durable:
+            files.sync_dir(self._sessions_dir)
+        return created, torn
+
+    # --- what JsonlStoreBase needs --------------------------------------------------------------
+
+    def _load(self, session_key: str, limit: int | None) -> list[ChatMessage]:
+        path = self.transcript_path(session_key)
+        if limit == 0:
+            return []
+        data = _read(path)
+        messages = [m for m in map(_format.parse_line, data.split(b"\n")) if m is not None]
+        return messages if limit is None else messages[-limit:]
+
+    def _stat(self, session_key: str) -> tuple[int, int] | None:
+        path = self.transcript_path(session_key)
+        try:
+            fd = files.open_regular(path)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)  # a snapshot, as _read takes it
+            return _count_valid(files.read_all(fd)), os.fstat(fd).st_mtime_ns
+        finally:
+            os.close(fd)
+
+    def _append(self, session_key: str, message: MessageLike) -> Appended:
+        line = _format.encode_message(message)
+        return self._append_bytes(self.transcript_path(session_key), line)
+
+    def _append_many(self, session_key: str, messages: Iterable[MessageLike]) -> Appended:
+        data = b"".join([_format.encode_message(m) for m in messages])
+        path = self.transcript_path(session_key)
+        return self._append_bytes(path, data) if data else (False, False)
+
+    def _delete(self, session_key: str) -> bool:
+        path = self.transcript_path(session_key)
+        with files.locked(path, create=False) as held:
+            if held is None:
+                return False
+            os.unlink(path)
+        if self._durable:
+            files.sync_dir(self._sessions_dir)
+        return True
+
+    def _search(self, keys: list[str], keyword: str, match_all: bool) -> list[str]:
+        words = search_words(keyword)
+        if not words:
+            return [key for key in keys if self.session_exists(key)]
+        found = []
+        for key in keys:
+            try:
+                data = _read(self.transcript_path(key))
+            except FileNotFoundError:
+                continue
+            for line in data.split(b"\n"):
+                message = _format.parse_line(line)
+                if message is None:
+                    continue
+                content = message.content.lower()
+                hits = (word in content for word in words)
+                if all(hits) if match_all else any(hits):
+                    found.append(key)
+                    break
+        return found
+
+    # --- SessionBackend -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _newest(self, session_key: str) -> Iterator[tuple[int, str, bytes, int, int] | None]:
+        """Hold the session's lock with its newest valid message in view: ``(fd, path, data,
+        start, end)`` (``data[start:end]`` is the line, its newline included), or ``None``
+        when there is no file or no valid message. The Rust store's ``lock_newest``."""
+        path = self.transcript_path(session_key)
+        with files.locked(path, create=False) as held:
+            if held is None:
+                yield None
+                return
+            data = files.read_all(held[0])
+            span = _last_valid(data)
+            yield None if span is None else (held[0], path, data, *span)
+
+    def remove_last(self, session_key: str) -> bool:
+        """Remove the newest valid message; corrupt lines around it stay. ``True`` if one was."""
+        with self._newest(session_key) as newest:
+            if newest is None:
+                return False
+            fd, path, data, start, end = newest
+            if end == len(data):
+                os.ftruncate(fd, start)
+                if self._durable:
+                    files.sync_data(fd)
+            else:
+                self._replace(fd, path, data[:start] + data[end:])
+            return True
+
+    def update_last(self, session_key: str, message: MessageLike) -> bool:
+        """Replace the newest valid message, atomically. ``False`` (nothing written) if none."""
+        line = _format.encode_message(message)
+        with self._newest(session_key) as newest:
+            if newest is None:
+                return False
+            fd, path, data, start, end = newest
+            self._replace(fd, path, data[:start] + line + data[end:])
+            return True
+
+    def compact(self, session_key: str) -> None:
+        """Rewrite the session with only its valid lines, stripped, atomically."""
+        path = self.transcript_path(session_key)
+        with files.locked(path, create=False) as held:
+            if held is None:
+                return
+            fd = held[0]
+            data = files.read_all(fd)
+            kept = [_format.valid_text(line) for line in data.split(b"\n")]
+            compacted = b"".join(line + b"\n" for line in kept if line is not None)
+            if compacted != data:
+                self._replace(fd, path, compacted)
+
+    def clear_messages(self, session_key: str) -> int:
+        """Empty the session (its file stays, so it stays listed). Returns the messages removed."""
+        path = self.transcript_path(session_key)
+        with files.locked(path, create=False) as held:
+            if held is None:
+                return 0
+            fd = held[0]
+            data = files.read_all(fd)
+            if data:
+                os.ftruncate(fd, 0)
+                if self._durable:
+                    files.sync_data(fd)
+            return _count_valid(data)
+
+    def list_sessions(self) -> list[str]:
+        """Every session key, sorted. Files whose names no key maps to are not listed."""
+        keys = []
+        with os.scandir(self._sessions_dir) as entries:
+            for entry in entries:
+                name = entry.name
+                if name.endswith(_format.SUFFIX) and entry.is_file(follow_symlinks=False):
+                    key = _format.name_to_key(name[: -len(_format.SUFFIX)])
+                    if key is not None:
+                        keys.append(key)
+        keys.sort()
+        return keys
+
+    def session_exists(self, session_key: str) -> bool:
+        """Whether the session has a file (an emptied session still exists)."""
+        try:
+            return stat.S_ISREG(os.lstat(self.transcript_path(session_key)).st_mode)
+        except FileNotFoundError:
+            return False

@@ -1,0 +1,201 @@
+"""Session metadata of the JSONL stores: one small JSON sidecar per session.
+
+``<workspace>/.turnlog/meta/<name>.json`` (the transcript's file name with ``.json``) holds what
+the transcript cannot: ``created_at``, the name, agent alias, routing context and turn state.
+It lives outside ``sessions/`` so that folder keeps only transcripts, as ZeroClaw's does.
+Messages live only in the transcript, so a crash between the two writes can lose no message. A
+session without a sidecar (a ZeroClaw workspace) still works: its metadata is derived from the
+transcript file.
+
+A sidecar is written whole, to a temp file renamed over it, under the transcript's lock: the
+store takes that lock and calls ``Sidecars`` with the transcript's descriptor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from ..._rules import STATES, checked_utc
+from ..._types import SessionMetadata, SessionState
+from .. import files
+from .. import format as _format
+
+__all__ = [
+    "Sidecars",
+    "from_text",
+    "metadata",
+    "now",
+    "state_of",
+    "text_field",
+    "to_ns",
+    "to_text",
+    "utc",
+]
+
+_EPOCH = datetime.fromtimestamp(0, tz=timezone.utc)
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def utc(mtime_ns: int) -> datetime:
+    """A file time (nanoseconds since the epoch) as an aware UTC datetime."""
+    return datetime.fromtimestamp(mtime_ns / 1e9, tz=timezone.utc)
+
+
+def to_ns(when: datetime) -> int:
+    """``when`` (aware) in nanoseconds since the epoch, exactly: ``utc`` gives ``when`` back."""
+    return (when - _EPOCH) // timedelta(microseconds=1) * 1000
+
+
+def to_text(when: datetime) -> str:
+    return checked_utc(when, "a time").isoformat()
+
+
+def from_text(text: object) -> datetime | None:
+    """The UTC datetime stored as ``text``; ``None`` for anything else (a damaged sidecar)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    # A hand-edited sidecar may hold another offset (or none): the API speaks UTC only.
+    if when.tzinfo is None:
+        return when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc)
+
+
+def text_field(meta: dict[str, Any], field: str) -> str | None:
+    value = meta.get(field)
+    return value if isinstance(value, str) else None
+
+
+def state_of(meta: dict[str, Any]) -> SessionState:
+    """The turn state a sidecar records (``"idle"`` when it records none, or a damaged one)."""
+    state = meta.get("state")
+    return SessionState(
+        state=state if state in STATES else "idle",
+        turn_id=text_field(meta, "turn_id"),
+        turn_started_at=from_text(meta.get("turn_started_at")),
+    )
+
+
+def metadata(key: str, meta: dict[str, Any], count: int, mtime_ns: int) -> SessionMetadata:
+    """What the sidecar ``meta`` and the transcript (``count`` valid messages, last written at
+    ``mtime_ns``) say about session ``key``."""
+    written = utc(mtime_ns)
+    return SessionMetadata(
+        key=key,
+        name=text_field(meta, "name"),
+        created_at=from_text(meta.get("created_at")) or written,
+        last_activity=written,
+        message_count=count,
+        agent_alias=text_field(meta, "agent_alias"),
+        channel_id=text_field(meta, "channel_id"),
+        room_id=text_field(meta, "room_id"),
+        sender_id=text_field(meta, "sender_id"),
+    )
+
+
+class Sidecars:
+    """The sidecars of one workspace, in ``<workspace>/.turnlog/meta/``.
+
+    Every write here is made while the caller holds the transcript's lock (``files.locked``)
+    and passes its descriptor: the sidecar and the transcript change together or not at all.
+
+    Args:
+        sessions_dir: The workspace's ``sessions`` folder (the sidecars sit beside it).
+        durable: fsync each sidecar and its folder (``durability="power"``).
+    """
+
+    def __init__(self, sessions_dir: str, *, durable: bool) -> None:
+        self.folder = os.path.join(os.path.dirname(sessions_dir), ".turnlog", "meta")
+        self._durable = durable
+
+    def path(self, name: str) -> str:
+        """The sidecar of the session whose transcript is ``<name>.jsonl``."""
+        return os.path.join(self.folder, name + ".json")
+
+    def read(self, name: str) -> dict[str, Any]:
+        """The sidecar's fields; ``{}`` when it is missing or damaged (metadata is then
+        derived)."""
+        try:
+            fd = files.open_regular(self.path(name))
+        except OSError:
+            return {}
+        try:
+            data = json.loads(files.read_all(fd))
+        except (OSError, ValueError):
+            return {}
+        finally:
+            os.close(fd)
+        return data if isinstance(data, dict) else {}
+
+    def _write(self, name: str, meta: dict[str, Any]) -> None:
+        if not os.path.isdir(self.folder):
+            files.make_dirs(self.folder, 0o700, durable=self._durable)
+        data = json.dumps(meta, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        files.replace(self.path(name), data, durable=self._durable)
+
+    def unlink(self, name: str) -> None:
+        """Remove the session's sidecar, if any."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path(name))
+            if self._durable:
+                files.sync_dir(self.folder)
+
+    def start(self, name: str, transcript_fd: int) -> None:
+        """Record when a session that an append just created began.
+
+        A sidecar written since the transcript's last write is kept: a setter ran between the
+        append and this call. An older one outlived an earlier transcript of the key that was
+        deleted outside turnlog: its name, state and turn are that session's, so it is replaced
+        (as ``update`` replaces it when a setter creates the transcript itself).
+        """
+        try:
+            written = os.lstat(self.path(name)).st_mtime_ns
+            fresh = written >= os.fstat(transcript_fd).st_mtime_ns
+        except FileNotFoundError:
+            fresh = False
+        if not (fresh and self.read(name)):
+            self._write(name, {"created_at": to_text(now())})
+
+    def update(
+        self,
+        name: str,
+        transcript_fd: int,
+        changes: dict[str, Any],
+        *,
+        meta: dict[str, Any] | None = None,
+        created: bool = False,
+    ) -> None:
+        """Write the sidecar with ``changes`` applied to ``meta`` (read now when not given; a
+        transcript the caller just ``created`` starts from nothing)."""
+        if meta is None:
+            meta = {} if created else self.read(name)
+        if "created_at" not in meta:
+            # A session from before turnlog kept metadata: its file's time is the best guess.
+            first = now() if created else utc(os.fstat(transcript_fd).st_mtime_ns)
+            meta["created_at"] = to_text(first)
+        meta.update(changes)
+        self._write(name, meta)
+
+    def states(self) -> list[tuple[str, SessionState]]:
+        """``(key, state)`` of every sidecar whose name a key maps to (the caller checks that
+        the session still exists)."""
+        try:
+            names = os.listdir(self.folder)
+        except FileNotFoundError:
+            return []
+        found = []
+        for entry in names:
+            key = _format.name_to_key(entry[: -len(".json")]) if entry.endswith(".json") else None
+            if key is not None:
+                found.append((key, state_of(self.read(entry[: -len(".json")]))))
+        return found
