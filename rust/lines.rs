@@ -286,6 +286,16 @@ pub fn last_valid(file: &File, len: u64, n: usize) -> io::Result<Vec<Span>> {
     Ok(found)
 }
 
+/// How many valid messages `[0, len)` of the file holds.
+pub fn count_valid(file: &File, len: u64) -> io::Result<usize> {
+    let mut count = 0;
+    let mut reader = Forward::new(file, 0, len);
+    while let Some(block) = reader.next_block()? {
+        for_each_line(block, |line| count += usize::from(record::is_valid(line)));
+    }
+    Ok(count)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

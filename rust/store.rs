@@ -353,19 +353,41 @@ impl Store {
     /// `ftruncate` (no rewrite); if corrupt lines follow it, they are kept and the file is
     /// rewritten atomically. Returns whether a message was removed.
     pub fn remove_last(&self, key: &str) -> Result<bool> {
-        let Some((path, locked, Span { start, end })) = self.lock_newest(key)? else {
+        let Some((path, locked, span)) = self.lock_newest(key)? else {
             return Ok(false);
         };
+        self.cut(&path, &locked, span)?;
+        Ok(true)
+    }
+
+    /// Removes the newest valid message and returns its line (without the newline), under one
+    /// lock: two callers popping at once get two different messages. As `remove_last` does,
+    /// corrupt lines stay. `None` when there is no message.
+    pub fn pop_last(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let Some((path, locked, span)) = self.lock_newest(key)? else {
+            return Ok(None);
+        };
+        let mut line = Vec::new();
+        copy_range(&locked.file, span.start, span.end, &mut line).at(&path)?;
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        self.cut(&path, &locked, span)?;
+        Ok(Some(line))
+    }
+
+    /// Removes `span` from the locked file: one `ftruncate` when it ends the file, an atomic
+    /// rewrite otherwise.
+    fn cut(&self, path: &Path, locked: &Locked, Span { start, end }: Span) -> Result<()> {
         if end == locked.len {
-            locked.file.set_len(start).at(&path)?;
-            self.sync(&locked.file, &path)?;
+            locked.file.set_len(start).at(path)?;
+            self.sync(&locked.file, path)
         } else {
-            self.replace(&locked, &path, |out| {
+            self.replace(locked, path, |out| {
                 copy_range(&locked.file, 0, start, out)?;
                 copy_range(&locked.file, end, locked.len, out)
-            })?;
+            })
         }
-        Ok(true)
     }
 
     /// Replaces the newest valid message with `record` (one encoded line), atomically.
@@ -445,7 +467,7 @@ impl Store {
         let Some(locked) = lock(&path, false).at(&path)? else {
             return Ok(0);
         };
-        let count = count_valid(&locked.file, locked.len).at(&path)?;
+        let count = lines::count_valid(&locked.file, locked.len).at(&path)?;
         if locked.len > 0 {
             locked.file.set_len(0).at(&path)?;
             self.sync(&locked.file, &path)?;
@@ -518,7 +540,7 @@ impl Store {
         };
         let len = snapshot_len(&file).at(&path)?;
         let meta = file.metadata().at(&path)?;
-        let count = count_valid(&file, len).at(&path)?;
+        let count = lines::count_valid(&file, len).at(&path)?;
         let mtime = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
         Ok(Some((count, mtime)))
     }
@@ -550,16 +572,6 @@ fn compact_block(block: &[u8], out: &mut impl Write) -> io::Result<()> {
         start = next;
     }
     out.write_all(&block[pending..start])
-}
-
-/// How many valid messages `[0, len)` of the file holds.
-pub fn count_valid(file: &File, len: u64) -> io::Result<usize> {
-    let mut count = 0;
-    let mut reader = Forward::new(file, 0, len);
-    while let Some(block) = reader.next_block()? {
-        lines::for_each_line(block, |line| count += usize::from(record::is_valid(line)));
-    }
-    Ok(count)
 }
 
 /// Takes a shared lock on an open session file, held until the file is closed, and returns its
@@ -668,6 +680,23 @@ mod tests {
         assert!(!store.remove_last("s").unwrap());
         assert_eq!(fs::read(&path).unwrap(), b"junk\n  torn");
         assert!(!store.remove_last("missing").unwrap());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn pop_last_returns_the_line_it_removes() {
+        let (store, dir) = store();
+        let path = store.path("s").unwrap();
+        fs::write(&path, [A, b"junk\n", B, b"  torn"].concat()).unwrap();
+        assert_eq!(store.pop_last("s").unwrap().unwrap(), &B[..B.len() - 1]);
+        assert_eq!(fs::read(&path).unwrap(), [A, b"junk\n", b"  torn"].concat());
+        // A last line without its newline comes back whole too.
+        fs::write(&path, [A, &B[..B.len() - 1]].concat()).unwrap();
+        assert_eq!(store.pop_last("s").unwrap().unwrap(), &B[..B.len() - 1]);
+        assert_eq!(store.pop_last("s").unwrap().unwrap(), &A[..A.len() - 1]);
+        assert_eq!(store.pop_last("s").unwrap(), None);
+        assert_eq!(fs::read(&path).unwrap(), b"");
+        assert_eq!(store.pop_last("missing").unwrap(), None);
         fs::remove_dir_all(dir).unwrap();
     }
 

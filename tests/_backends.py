@@ -25,12 +25,33 @@ def make_backend(kind: str, workspace: Any, **options: Any) -> SessionBackend:
         from turnlog.backends.redis import RedisSessionBackend
 
         # One server per test process; a fresh prefix keeps each test's keys apart.
-        return RedisSessionBackend(shared_server().url, prefix=f"t{uuid.uuid4().hex}:", **options)
+        options.setdefault("prefix", f"t{uuid.uuid4().hex}:")
+        return RedisSessionBackend(shared_server().url, **options)
     if kind == "sqlite":
         from turnlog.backends.sqlite import SqliteSessionBackend
 
         return SqliteSessionBackend(workspace, **options)
     return store_class(kind.removeprefix("jsonl-"))(workspace, **options)
+
+
+def add_damaged(backend: SessionBackend, key: str, raw: bytes) -> None:
+    """Store ``raw``, which is no valid message, at the end of session ``key``, as another
+    program could: a line of the transcript, a SQLite row, a Redis list element."""
+    from turnlog.backends.format import key_to_name
+
+    if hasattr(backend, "transcript_path"):
+        with open(backend.transcript_path(key), "ab") as file:
+            file.write(raw + b"\n")
+    elif hasattr(backend, "messages_key"):
+        backend.client.rpush(backend.messages_key(key), raw)
+    else:
+        key_to_name(key)
+        connection = backend._conn()
+        with connection:
+            connection.execute(
+                "INSERT INTO messages (session_key, line, created_at) VALUES (?, ?, ?)",
+                (key, raw.decode("utf-8", "replace"), "2024-01-01T00:00:00.000000+00:00"),
+            )
 
 
 def close(backend: object) -> None:
@@ -39,8 +60,14 @@ def close(backend: object) -> None:
         closer()
 
 
+#: Public methods that check their arguments in ``SessionBackend`` and hand them to a hook: a
+#: backend implements the hook.
+HOOKS = {"set_session_context": "_set_context", "set_session_times": "_set_times"}
+
+
 def overrides(backend: SessionBackend, method: str) -> bool:
     """Whether ``backend`` implements ``method`` itself (not the ``SessionBackend`` default)."""
+    method = HOOKS.get(method, method)
     return getattr(type(backend), method) is not getattr(SessionBackend, method)
 
 

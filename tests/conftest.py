@@ -19,6 +19,10 @@ settings.register_profile("dev", deadline=None, max_examples=50, stateful_step_c
 settings.register_profile("ci", deadline=None, max_examples=150, stateful_step_count=80)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
+#: tests/peers holds the harness that runs the frameworks' own suites (make test-peers), not tests
+#: of this project; its modules must not shadow this conftest.
+collect_ignore = ["peers"]
+
 IMPLS = ("rust", "pure")
 
 

@@ -17,7 +17,7 @@ from types import MappingProxyType
 import pytest
 
 import turnlog
-from _backends import BACKENDS, close, dump, make_backend, require
+from _backends import BACKENDS, add_damaged, close, dump, make_backend, require
 from turnlog import ChatMessage, SessionQuery, SessionState
 
 U = ChatMessage.user
@@ -171,6 +171,71 @@ def test_remove_last_until_empty(backend):
     assert backend.load("s") == []
     assert backend.session_exists("s")  # emptied, still listed
     assert backend.list_sessions() == ["s"]
+
+
+def test_pop_last_returns_what_it_removes(backend):
+    assert backend.pop_last("s") is None
+    assert not backend.session_exists("s")  # a pop creates nothing
+    backend.append_many("s", [U("0"), EXTRAS, A("2")])
+    assert backend.pop_last("s") == A("2")
+    popped = backend.pop_last("s")
+    assert popped.to_dict() == {k: (list(v) if k == "tuple" else v) for k, v in EXTRAS.items()}
+    assert backend.load("s") == [U("0")]
+    assert backend.pop_last("s") == U("0")
+    assert backend.pop_last("s") is None
+    assert backend.session_exists("s")  # emptied, still listed
+
+
+@pytest.mark.parametrize("damaged", [b"not json", b'{"role":"user"}', b"\xff\xfe"])
+def test_damaged_records_never_count_nor_get_removed(backend, damaged):
+    """A record another program damaged is skipped by every backend alike: never counted toward
+    ``limit``, never returned, never removed by ``remove_last``/``pop_last``."""
+    backend.append_many("s", [U("a"), U("b")])
+    add_damaged(backend, "s", damaged)
+    backend.append("s", U("c"))
+    add_damaged(backend, "s", damaged)
+    assert backend.load("s", limit=2) == [U("b"), U("c")]
+    assert backend.load("s", limit=1) == [U("c")]
+    assert backend.pop_last("s") == U("c")
+    assert backend.load("s", limit=2) == [U("a"), U("b")]
+    assert backend.remove_last("s") is True
+    assert backend.update_last("s", U("A")) is True
+    assert backend.load("s") == [U("A")]
+    assert backend.pop_last("s") == U("A")
+    assert backend.pop_last("s") is None and backend.remove_last("s") is False
+    assert backend.load("s", limit=5) == []
+
+
+def test_concurrent_pops_return_each_message_once(kind, tmp_path):
+    """Threads, each with its own backend object on one session, pop until it is empty: every
+    message comes back exactly once (a read-then-remove pop duplicates one and loses another)."""
+    import threading
+
+    first = make_backend(kind, tmp_path / "ws")
+    total = 200
+    first.append_many("s", [U(str(i)) for i in range(total)])
+    prefix = getattr(first, "prefix", None)
+    options = {} if prefix is None else {"prefix": prefix}
+    backends = [first] + [make_backend(kind, tmp_path / "ws", **options) for _ in range(3)]
+    popped: list[list[str]] = [[] for _ in backends]
+    start = threading.Barrier(len(backends))
+
+    def pop_all(index: int) -> None:
+        start.wait()
+        while (message := backends[index].pop_last("s")) is not None:
+            popped[index].append(message.content)
+
+    threads = [threading.Thread(target=pop_all, args=(i,)) for i in range(len(backends))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    everything = [content for contents in popped for content in contents]
+    assert sorted(everything, key=int) == [str(i) for i in range(total)]
+    for contents in popped:  # each saw the newest first
+        assert contents == sorted(contents, key=int, reverse=True)
+    for opened in backends:
+        close(opened)
 
 
 def test_update_last(backend):

@@ -204,6 +204,24 @@ class TestHistory:
         again = type(store)(os.path.dirname(store.sessions_dir))
         assert_same(TurnlogChatMessageHistory("chat/42", again).messages, expected)
 
+    def test_lone_surrogates_round_trip_as_in_a_json_history(self, store):
+        """Text decoded with ``surrogateescape`` (a tool's raw bytes) is kept, as LangChain's
+        JSON-backed histories keep it; the line stays valid and keeps its role."""
+        import json
+
+        expected = [
+            HumanMessage("bad byte \udcff here"),
+            AIMessage("ok", additional_kwargs={"raw": "\udcfe"}),
+            ToolMessage("out \udcff", tool_call_id="c1"),
+            HumanMessage(content=[{"type": "text", "text": "\udcff"}]),
+        ]
+        history = TurnlogChatMessageHistory("s", store)
+        history.add_messages(expected)
+        assert_same(history.messages, expected)
+        via_json = [json.loads(json.dumps(message_to_dict(m))) for m in expected]
+        assert [message_to_dict(m) for m in history.messages] == via_json
+        assert [m.role for m in store.load("s")] == ["user", "assistant", "tool", "user"]
+
     def test_plain_messages_are_plain_lines(self, store):
         history = TurnlogChatMessageHistory("s", store)
         history.add_user_message("hi")

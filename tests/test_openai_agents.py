@@ -33,6 +33,7 @@ try:
     from turnlog.integrations.openai_agents import (
         ITEM_MARKER,
         ITEM_ROLE,
+        KEY_ORDER,
         TurnlogSession,
         item_to_message,
         message_to_item,
@@ -127,6 +128,19 @@ class TestEncoding:
     def test_every_item_round_trips(self, item):
         message = ChatMessage.from_dict(item_to_message(item))
         assert message_to_item(message) == item
+        assert list(message_to_item(message)) == list(item)  # keys in the order given
+
+    def test_a_plain_message_in_another_key_order_stays_plain(self):
+        item = {"content": "hi", "type": "message", "role": "user"}
+        assert item_to_message(item) == {
+            "role": "user",
+            "content": "hi",
+            "type": "message",
+            KEY_ORDER: ["content", "type", "role"],
+        }
+        # A turnlog_keys that does not name the message's keys is left out, not trusted.
+        message = ChatMessage("user", "hi", turnlog_keys=["role"])
+        assert message_to_item(message) == {"role": "user", "content": "hi"}
 
     @pytest.mark.parametrize(
         "item",
@@ -325,6 +339,91 @@ class TestProtocol:
 
         assert run(scenario()) == [ChatMessage.user("hi")]
 
+    def test_a_cancelled_write_that_then_fails_raises_the_cancellation(self):
+        backend = ThreadRecordingBackend()
+        entered, release = threading.Event(), threading.Event()
+
+        def failing_append(session_key, messages):
+            entered.set()
+            release.wait(10)
+            raise OSError("disk full")
+
+        backend.append_many = failing_append  # type: ignore[method-assign]
+        session = TurnlogSession("s", backend)
+
+        async def scenario() -> None:
+            task = asyncio.ensure_future(session.add_items([{"role": "user", "content": "hi"}]))
+            await asyncio.to_thread(entered.wait, 10)
+            task.cancel()
+            await asyncio.sleep(0.05)
+            release.set()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        run(scenario())
+
+    def test_close(self, store):
+        session = TurnlogSession("s", store)
+        run(session.add_items([{"role": "user", "content": "hi"}]))
+        session.close()
+        session.close()  # twice is fine
+        for call in (
+            session.get_items(),
+            session.add_items([{"role": "user", "content": "x"}]),
+            session.pop_item(),
+            session.clear_session(),
+        ):
+            with pytest.raises(RuntimeError, match="closed"):
+                run(call)
+        assert store.load("s") == [ChatMessage.user("hi")]  # the store stays open
+        assert TurnlogSession("s", store).session_id == "s"
+
+    def test_unknown_settings_are_refused_as_the_sdk_refuses_them(self, store):
+        from agents import SQLiteSession
+
+        with pytest.raises(TypeError) as sdk:
+            SQLiteSession("s", session_settings={"limitt": 1})
+        with pytest.raises(TypeError) as ours:
+            TurnlogSession("s", store, session_settings={"limitt": 1})
+        assert str(ours.value) == str(sdk.value)
+        session = TurnlogSession("s", store, session_settings={"limit": 1})
+        assert session.session_settings == SessionSettings(limit=1)
+
+    def test_what_a_line_cannot_hold_comes_back_as_from_sqlite_session(self, store):
+        """Lone surrogates (``surrogateescape`` output of a tool) and non-``str`` keys: stored
+        and returned exactly as the SDK's own SQLiteSession returns them."""
+        from agents import SQLiteSession
+
+        items: list[Any] = [
+            {"role": "user", "content": "bad byte \udcff here"},
+            {"type": "function_call_output", "call_id": "c", "output": "\udcfe\udcff"},
+            {"role": "user", "content": "keys", 1: "one", None: "none", 2.5: True},
+            {"role": "tool", "content": "x", "meta": {"\udcff": [1, {3: "three"}]}},
+        ]
+        reference = SQLiteSession("s")
+        run(reference.add_items(copy.deepcopy(items)))
+        expected = run(reference.get_items())
+        reference.close()
+        session = TurnlogSession("s", store)
+        run(session.add_items(copy.deepcopy(items)))
+        got = run(session.get_items())
+        assert got == expected
+        assert [list(item) for item in got] == [list(item) for item in expected]
+        assert run(session.pop_item()) == expected[-1]
+
+    def test_concurrent_pops_from_two_sessions_return_each_item_once(self, store):
+        items = [{"role": "user", "content": str(i)} for i in range(60)]
+        run(TurnlogSession("s", store).add_items(items))
+        first, second = TurnlogSession("s", store), TurnlogSession("s", store)
+
+        async def scenario() -> list[Any]:
+            pops = [session.pop_item() for _ in range(35) for session in (first, second)]
+            return await asyncio.gather(*pops)
+
+        popped = [item["content"] for item in run(scenario()) if item is not None]
+        assert sorted(popped, key=int) == [str(i) for i in range(60)]
+        assert run(first.pop_item()) is None
+
     def test_any_session_backend_works(self):
         backend = ThreadRecordingBackend()
         session = TurnlogSession("s", backend)
@@ -444,9 +543,18 @@ class TestRunner:
             *turn_one,
             {"role": "user", "content": "Thanks!"},
         ]
-        # The user turns are plain turnlog messages.
+        # The user turns are plain turnlog messages; the SDK writes their content first, which
+        # turnlog_keys records, so the next turn serialises the same prefix.
         users = [m for m in store.load("u1") if m.role == "user"]
-        assert users == [ChatMessage.user("Weather in Oslo?"), ChatMessage.user("Thanks!")]
+        order = {"turnlog_keys": ["content", "role"]}
+        assert users == [
+            ChatMessage("user", "Weather in Oslo?", **order),
+            ChatMessage("user", "Thanks!", **order),
+        ]
+        assert [list(item) for item in history if item.get("role") == "user"] == [
+            ["content", "role"],
+            ["content", "role"],
+        ]
         assert [m.role for m in store.load("u1")].count(ITEM_ROLE) == 4
 
 

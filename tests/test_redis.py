@@ -571,10 +571,11 @@ def _run_losing_a_reply(backend, op, meanwhile):
 RESENDS = {
     # name: (messages before, the call's operation, its answer, messages after)
     "append": ([U("a")], lambda b: b._op_append("s", [_line(U("new"))]), None, ["a", "new", "o"]),
-    "remove_last": ([U("a"), U("b")], lambda b: b._op_edit_last("s", None), True, ["a", "o"]),
+    "remove_last": ([U("a"), U("b")], lambda b: b._op_remove_last("s"), True, ["a", "o"]),
+    "pop_last": ([U("a"), U("b")], lambda b: b._op_pop_last("s"), U("b"), ["a", "o"]),
     "update_last": (
         [U("a"), U("b")],
-        lambda b: b._op_edit_last("s", _line(U("B"))),
+        lambda b: b._op_update_last("s", U("B")),
         True,
         ["a", "B", "o"],
     ),

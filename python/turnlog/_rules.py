@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime, timezone
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from ._types import SessionMetadata, SessionQuery
 
@@ -21,8 +21,10 @@ __all__ = [
     "WHITESPACE",
     "Durability",
     "Match",
+    "SessionTimes",
     "by_activity",
     "check_amount",
+    "check_context",
     "check_durability",
     "check_limit",
     "check_match",
@@ -90,6 +92,16 @@ def check_text(value: object, what: str, *, optional: bool = False) -> str | Non
     return value
 
 
+def check_context(channel_id: object, room_id: object, sender_id: object) -> dict[str, str]:
+    """The routing context fields that are given (not ``None``), each a str UTF-8 can hold."""
+    given = {"channel_id": channel_id, "room_id": room_id, "sender_id": sender_id}
+    return {
+        name: checked
+        for name, value in given.items()
+        if (checked := check_text(value, name, optional=True)) is not None
+    }
+
+
 def check_amount(value: object, what: str) -> float:
     """``value`` as a float, if it is a finite number >= 0 (seconds, hours)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -143,20 +155,27 @@ def checked_utc(when: object, what: str) -> datetime:
     return when.astimezone(timezone.utc)
 
 
+class SessionTimes(NamedTuple):
+    """The times ``set_session_times`` sets, checked and in UTC; ``None`` leaves one unchanged."""
+
+    created_at: datetime | None
+    last_activity: datetime | None
+    turn_started_at: datetime | None
+
+
 def checked_times(
     created_at: object, last_activity: object, turn_started_at: object
-) -> tuple[datetime | None, datetime | None, datetime | None]:
+) -> SessionTimes:
     """The three times of ``set_session_times``, each through ``checked_utc`` under its own
     name; ``None`` stays ``None`` (leave it unchanged)."""
-    created, active, started = (
-        None if when is None else checked_utc(when, what)
-        for when, what in (
-            (created_at, "created_at"),
-            (last_activity, "last_activity"),
-            (turn_started_at, "turn_started_at"),
-        )
+    given = {
+        "created_at": created_at,
+        "last_activity": last_activity,
+        "turn_started_at": turn_started_at,
+    }
+    return SessionTimes(
+        **{what: None if when is None else checked_utc(when, what) for what, when in given.items()}
     )
-    return created, active, started
 
 
 def search_words(keyword: str) -> list[str]:

@@ -97,6 +97,10 @@ class AsyncBackend(Generic[BackendT]):
     threads; idle threads are also reaped at interpreter exit.
     """
 
+    # Each coroutine repeats its SessionBackend method's signature on purpose (as does the
+    # Redis backend's native asyncio twin): typed, documented methods for editors and mypy,
+    # where a generated wrapper would show only (*args, **kwargs).
+
     def __init__(
         self, backend: BackendT, *, max_workers: int | None = None, bulk_workers: int = 1
     ) -> None:
@@ -221,6 +225,10 @@ class AsyncBackend(Generic[BackendT]):
     async def remove_last(self, session_key: str) -> bool:
         """Remove the newest message. ``True`` if there was one."""
         return await self._run(self._pool, self._backend.remove_last, session_key)
+
+    async def pop_last(self, session_key: str) -> ChatMessage | None:
+        """Remove the newest valid message and return it; ``None`` when there is none."""
+        return await self._run(self._pool, self._backend.pop_last, session_key)
 
     async def update_last(self, session_key: str, message: MessageLike) -> bool:
         """Replace the newest message. ``False`` (nothing written) if there is none."""

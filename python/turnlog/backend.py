@@ -6,7 +6,12 @@ the ones it can do better or at all (names, state, times and search are no-ops b
 ZeroClaw's trait). This is the whole contract: callers (``turnlog.aio``, ``turnlog.migrate``,
 the CLI, the integrations) use these methods on any backend and probe for nothing else.
 
-This module is the bottom floor with the data classes: it imports nothing else of turnlog.
+Two public methods check their arguments here and hand them to a hook that a backend overrides:
+``set_session_context`` calls ``_set_context`` and ``set_session_times`` calls ``_set_times``, so
+every backend refuses bad input alike and states those long signatures once.
+
+This module is the bottom floor with the data classes and ``_rules``: it imports nothing else of
+turnlog.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from ._impl import ChatMessage
+from ._rules import SessionTimes, check_context, checked_times
 from ._types import SessionMetadata, SessionQuery, SessionState
 
 __all__ = ["MessageLike", "SessionBackend"]
@@ -51,6 +57,19 @@ class SessionBackend(abc.ABC):
         """Add several messages in order. The default appends them one by one."""
         for message in list(messages):
             self.append(session_key, message)
+
+    def pop_last(self, session_key: str) -> ChatMessage | None:
+        """Remove the newest valid message and return it; ``None`` when there is none.
+
+        Every turnlog backend does this atomically (one lock, transaction or script): two
+        callers popping at once get two different messages, and none is lost. The default
+        here reads then removes, which is atomic only for a backend that is used by one caller
+        at a time; a backend shared by concurrent callers must override it.
+        """
+        newest = self.load(session_key, limit=1)
+        if not newest or not self.remove_last(session_key):
+            return None
+        return newest[0]
 
     def update_last(self, session_key: str, message: MessageLike) -> bool:
         """Replace the newest message. Returns ``False`` (and changes nothing) if there is none."""
@@ -118,8 +137,21 @@ class SessionBackend(abc.ABC):
         turn_started_at: datetime | None = None,
     ) -> bool:
         """Set an existing session's times (for importers such as ``turnlog.migrate``); ``None``
-        leaves a time unchanged. Returns whether the session's times were set: ``False`` if it
-        does not exist, and by default (a backend that keeps no times changes nothing)."""
+        leaves a time unchanged; ``turn_started_at`` is set only on a session that is running
+        or in error (an idle one has no turn).
+
+        Returns:
+            Whether the session's times were set: ``False`` if it does not exist, and by
+            default (a backend that keeps no times changes nothing).
+
+        Raises:
+            TypeError, ValueError: a bad key, or a time that is not a timezone-aware datetime.
+        """
+        times = checked_times(created_at, last_activity, turn_started_at)
+        return self._set_times(session_key, times)
+
+    def _set_times(self, session_key: str, times: SessionTimes) -> bool:
+        """Store the ``times`` (checked, in UTC; ``None``: unchanged). ``False`` by default."""
         return False
 
     def set_session_name(self, session_key: str, name: str) -> None:
@@ -144,7 +176,17 @@ class SessionBackend(abc.ABC):
         room_id: str | None = None,
         sender_id: str | None = None,
     ) -> None:
-        """Record the routing context of the session. No-op by default."""
+        """Record the routing context of the session; a field given as ``None`` keeps its
+        value. Backends that keep context create a missing session.
+
+        Raises:
+            TypeError, ValueError: a field that is not a str or None, or holds a lone surrogate.
+        """
+        self._set_context(session_key, check_context(channel_id, room_id, sender_id))
+
+    def _set_context(self, session_key: str, fields: dict[str, str]) -> None:
+        """Store the context ``fields`` given (checked; the ``None`` ones left out). No-op by
+        default."""
 
     def set_session_state(self, session_key: str, state: str, turn_id: str | None = None) -> None:
         """Set the turn state (``"idle"``, ``"running"``, ``"error"``). No-op by default."""

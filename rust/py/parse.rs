@@ -28,15 +28,7 @@ pub fn parse_lines<'py>(
         })?;
         records.push(bytes);
     }
-    let (batch, positions) = Batch::parse_each(records.iter().map(|b| b.as_bytes()));
-    let built = PyList::empty(py);
-    convert::messages(
-        py,
-        &mut RoleCache::default(),
-        &batch,
-        &batch.messages,
-        &built,
-    )?;
+    let (built, positions) = build_each(py, records.iter().map(|b| b.as_bytes()))?;
     let out = PyList::empty(py);
     for position in positions {
         match position {
@@ -45,4 +37,33 @@ pub fn parse_lines<'py>(
         }
     }
     Ok(out)
+}
+
+/// The valid lines of `records` as `ChatMessage`s, and for each record its index among them
+/// (`None`: not a valid message).
+fn build_each<'py, 'r>(
+    py: Python<'py>,
+    records: impl IntoIterator<Item = &'r [u8]>,
+) -> PyResult<(Bound<'py, PyList>, Vec<Option<usize>>)> {
+    let (batch, positions) = Batch::parse_each(records);
+    let built = PyList::empty(py);
+    convert::messages(
+        py,
+        &mut RoleCache::default(),
+        &batch,
+        &batch.messages,
+        &built,
+    )?;
+    Ok((built, positions))
+}
+
+/// The `ChatMessage` of one line that the store already found valid (`None` if it is not).
+pub fn message_of<'py>(py: Python<'py>, line: &[u8]) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let (built, positions) = build_each(py, [line])?;
+    positions
+        .first()
+        .copied()
+        .flatten()
+        .map(|index| built.get_item(index))
+        .transpose()
 }

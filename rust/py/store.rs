@@ -10,6 +10,7 @@ use pyo3::types::{PyList, PyString};
 use super::convert::{self, RoleCache};
 use super::encode::encode_into;
 use super::errors::to_py;
+use super::parse;
 use crate::search::Query;
 use crate::store::{self, Store};
 use crate::{batch, lines};
@@ -166,6 +167,19 @@ impl JsonlStore {
     fn remove_last(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
         let key = key_str(key)?;
         py.detach(|| self.store.remove_last(key)).map_err(to_py)
+    }
+
+    /// The newest valid message, removed under the session's lock; `None` when there is none.
+    fn pop_last<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let key = key_str(key)?;
+        match py.detach(|| self.store.pop_last(key)).map_err(to_py)? {
+            Some(line) => parse::message_of(py, &line),
+            None => Ok(None),
+        }
     }
 
     fn update_last(

@@ -18,7 +18,11 @@ Each LangChain message is one turnlog message (one line), converted losslessly:
   value* (so ``HumanMessage("hi")`` is the plain line ``{"role":"user","content":"hi"}``);
 - ``"langchain_type": "<type>"`` only when the role does not tell the type (a ``chat`` message
   whose role is ``user``, ``assistant``, ``system``, ``tool`` or ``function``; a chunk type such
-  as ``AIMessageChunk``).
+  as ``AIMessageChunk``);
+- a message holding what a turnlog line cannot (a lone surrogate, from text decoded with
+  ``surrogateescape``; a non-``str`` key) is stored whole: its role, and as content LangChain's
+  own dict of it as JSON (the surrogates as ``\\uXXXX`` escapes), marked by
+  ``"langchain_message": "json"``; it reads back equal, as from LangChain's JSON histories.
 
 Reading uses LangChain's own ``messages_from_dict``, so ``messages`` gives back messages equal
 to those added. A line written by another program is read by its role (``user`` → human, ...,
@@ -45,6 +49,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
     ) from error
 
 from .. import ChatMessage, SessionBackend
+from ._json import dumps, is_line_safe
 from ._store import resolve_store
 
 if TYPE_CHECKING:
@@ -52,6 +57,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONTENT_FIELD",
+    "MESSAGE_FIELD",
     "TYPE_FIELD",
     "TurnlogChatMessageHistory",
     "message_from_turnlog",
@@ -62,6 +68,8 @@ __all__ = [
 CONTENT_FIELD = "langchain_content"
 #: The extra field that holds the message type when the role does not tell it.
 TYPE_FIELD = "langchain_type"
+#: The extra field that marks a message stored whole, as LangChain's JSON (value ``"json"``).
+MESSAGE_FIELD = "langchain_message"
 
 _TYPE_TO_ROLE = {
     "human": "user",
@@ -88,7 +96,7 @@ _ROLE_TO_TYPE = {
     "tool": "tool",
     "function": "function",
 }
-_RESERVED = frozenset({"role", "content", CONTENT_FIELD, TYPE_FIELD})
+_RESERVED = frozenset({"role", "content", CONTENT_FIELD, TYPE_FIELD, MESSAGE_FIELD})
 
 
 def message_to_turnlog(message: BaseMessage) -> ChatMessage:
@@ -120,16 +128,25 @@ def message_to_turnlog(message: BaseMessage) -> ChatMessage:
     if isinstance(content, str):
         text = content
     else:
-        text = json.dumps(content, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text = dumps(content)
         fields[CONTENT_FIELD] = "json"
     if _ROLE_TO_TYPE.get(role, "chat") != kind:
         fields[TYPE_FIELD] = kind
+    if not is_line_safe([role, text, fields]):
+        return ChatMessage(
+            role if is_line_safe(role) else "chat", dumps(dumped), **{MESSAGE_FIELD: "json"}
+        )
     return ChatMessage(role, text, **fields)
 
 
 def message_from_turnlog(message: ChatMessage) -> BaseMessage:
     """The LangChain message a turnlog message stores (see the module's docstring)."""
     fields = dict(message.extra)
+    if fields.get(MESSAGE_FIELD) == "json":
+        try:
+            return messages_from_dict([json.loads(message.content)])[0]
+        except Exception:  # a line edited by hand: read as the plain message it now is
+            fields.pop(MESSAGE_FIELD)
     kind = fields.pop(TYPE_FIELD, None)
     content: str | list[Any] = message.content
     if fields.pop(CONTENT_FIELD, None) == "json":

@@ -10,15 +10,20 @@ Every item the SDK stores becomes one line of the session's transcript, in order
 - an item with a string ``role`` and a string ``content`` (``{"role": "user", "content": "hi"}``,
   what the SDK makes of a string input) is stored as that very message: its other keys become
   the message's extra fields, so the line is an ordinary turnlog message that any turnlog
-  reader (or ZeroClaw) sees as it is;
+  reader (or ZeroClaw) sees as it is. When its keys come in another order than ``role``,
+  ``content``, the rest (the SDK writes ``{"content": ..., "role": "user"}``), the extra field
+  ``"turnlog_keys"`` lists them in their order, so the item comes back key for key as given;
 - any other item (an assistant output message, whose ``content`` is a list of parts; a function
-  call and its output; a reasoning item; ...) is stored as
+  call and its output; a reasoning item; ...), and a message holding what a turnlog line cannot
+  (lone surrogates, non-``str`` keys), is stored as
   ``{"role": "agents_item", "content": "<the item as compact JSON>", "turnlog_item": 1}``:
   still a valid turnlog line, which plain chat readers can recognise by its role and skip.
 
-``get_items()`` gives back exactly what ``add_items()`` got (equal dicts, in order). The only
-changes are JSON's: a tuple comes back as a list. An item that is not JSON (NaN, a non-``str``
-key, an object) is refused with ``TypeError``/``ValueError`` and nothing of that call is written.
+``get_items()`` gives back exactly what ``add_items()`` got (equal dicts with their keys in the
+same order). The only changes are JSON's, as with the SDK's own ``SQLiteSession``: a tuple comes
+back as a list, a non-``str`` key as a string (``1`` as ``"1"``). Lone surrogates (text decoded
+with ``surrogateescape``) are kept. An item JSON cannot hold (NaN, an object) is refused with
+``TypeError``/``ValueError`` and nothing of that call is written.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 try:
     from agents.memory import SessionSettings
+    from agents.memory.session_settings import coerce_session_settings, resolve_session_limit
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError(
         "turnlog.integrations.openai_agents needs the OpenAI Agents SDK: "
@@ -38,6 +44,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
     ) from error
 
 from .. import ChatMessage, SessionBackend
+from ._json import dumps, is_line_safe
 from ._store import resolve_store
 
 if TYPE_CHECKING:
@@ -46,12 +53,22 @@ if TYPE_CHECKING:
     from agents.items import TResponseInputItem
     from agents.memory import Session
 
-__all__ = ["ITEM_MARKER", "ITEM_ROLE", "TurnlogSession", "item_to_message", "message_to_item"]
+__all__ = [
+    "ITEM_MARKER",
+    "ITEM_ROLE",
+    "KEY_ORDER",
+    "TurnlogSession",
+    "item_to_message",
+    "message_to_item",
+]
 
 #: The role of a line that holds an SDK item as JSON in its ``content``.
 ITEM_ROLE = "agents_item"
 #: The extra field that marks such a line (its value is the encoding's version, ``1``).
 ITEM_MARKER = "turnlog_item"
+#: The extra field of a plain message whose item had its keys in another order: those keys.
+KEY_ORDER = "turnlog_keys"
+_CANONICAL = ["role", "content"]
 
 _T = TypeVar("_T")
 
@@ -59,9 +76,11 @@ _T = TypeVar("_T")
 def item_to_message(item: Mapping[str, Any]) -> dict[str, Any]:
     """The turnlog message (a dict) that stores one SDK item.
 
-    An item with a ``str`` role and ``str`` content is its own message; any other item (and an
-    item that would read back as an encoded one: role ``agents_item`` or a ``turnlog_item`` key)
-    is encoded as ``{"role": "agents_item", "content": <compact JSON>, "turnlog_item": 1}``.
+    An item with a ``str`` role and ``str`` content is its own message (with ``turnlog_keys``
+    when its keys are not in the order role, content, the rest); any other item (and one that a
+    line cannot hold as it is, or that would read back as an encoded one: role ``agents_item``,
+    a ``turnlog_item`` or ``turnlog_keys`` key) is encoded as ``{"role": "agents_item",
+    "content": <compact JSON>, "turnlog_item": 1}``.
 
     Raises:
         TypeError: ``item`` is not a mapping, or holds a value JSON cannot represent.
@@ -70,24 +89,30 @@ def item_to_message(item: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(item, Mapping):
         raise TypeError(f"a session item must be a mapping, not {type(item).__name__}")
     role = item.get("role")
+    content = item.get("content")
     if (
         isinstance(role, str)
         and role != ITEM_ROLE
-        and isinstance(item.get("content"), str)
+        and isinstance(content, str)
         and ITEM_MARKER not in item
+        and KEY_ORDER not in item
+        and is_line_safe(item)
     ):
-        return dict(item)
-    text = json.dumps(item, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    return {"role": ITEM_ROLE, "content": text, ITEM_MARKER: 1}
+        keys = list(item)
+        if keys[:2] == _CANONICAL:
+            return dict(item)
+        rest = {key: value for key, value in item.items() if key not in _CANONICAL}
+        return {"role": role, "content": content, **rest, KEY_ORDER: keys}
+    return {"role": ITEM_ROLE, "content": dumps(item), ITEM_MARKER: 1}
 
 
 def message_to_item(message: ChatMessage) -> dict[str, Any] | None:
     """The SDK item a turnlog message stores (see ``item_to_message``).
 
-    An ordinary message (one written by any turnlog user) is the item ``message.to_dict()``.
-    Returns ``None`` for an ``agents_item`` line whose content is not a JSON object (a line
-    edited by hand): the session skips it, as the SDK's ``SQLiteSession`` skips a row that is
-    not JSON.
+    An ordinary message (one written by any turnlog user) is the item ``message.to_dict()``,
+    its keys in the order ``turnlog_keys`` gives when it has one. Returns ``None`` for an
+    ``agents_item`` line whose content is not a JSON object (a line edited by hand): the session
+    skips it, as the SDK's ``SQLiteSession`` skips a row that is not JSON.
     """
     if message.role == ITEM_ROLE and ITEM_MARKER in message.extra:
         try:
@@ -95,7 +120,11 @@ def message_to_item(message: ChatMessage) -> dict[str, Any] | None:
         except ValueError:
             return None
         return item if isinstance(item, dict) else None
-    return message.to_dict()
+    item = message.to_dict()
+    order = item.pop(KEY_ORDER, None)
+    if isinstance(order, list) and sorted(order, key=str) == sorted(item):
+        return {key: item[key] for key in order}
+    return item
 
 
 class TurnlogSession:
@@ -104,20 +133,23 @@ class TurnlogSession:
 
     Blocking store calls run in a worker thread (``asyncio.to_thread``), so the event loop is
     never held up by disk I/O. Calls on one ``TurnlogSession`` are serialised by a lock; other
-    processes may write the same session, as turnlog's appends are atomic (``pop_item`` reads
-    then removes the newest line, so two processes popping the same session at once could both
-    return the same item).
+    sessions, threads and processes may work on the same turnlog session at once: appends are
+    atomic, and ``pop_item`` is the store's atomic ``pop_last`` (two callers popping at once get
+    two different items). A write whose caller is cancelled runs to its end in its thread, and
+    the caller gets ``CancelledError``, whatever the write did (as with the SDK's sessions).
 
     Args:
         session_id: The turnlog session key (any non-empty ``str``; the file name is derived
             reversibly, see ``docs/FORMAT.md``).
         store: Any turnlog ``SessionBackend``. Default: ``turnlog.SessionStore(workspace)``.
         workspace: The workspace folder of the default store (give it or ``store``, not both).
-        session_settings: The SDK's ``SessionSettings`` (or a dict of them); its ``limit`` is
-            the default of ``get_items``. Default: ``SessionSettings()``, no limit.
+        session_settings: The SDK's ``SessionSettings`` (or a dict of them, checked as the SDK
+            checks it); its ``limit`` is the default of ``get_items``. Default:
+            ``SessionSettings()``, no limit.
 
     Raises:
-        TypeError: ``session_id`` is not a ``str``, or ``store`` not a ``SessionBackend``.
+        TypeError: ``session_id`` is not a ``str``, ``store`` not a ``SessionBackend``, or a
+            setting is unknown.
         ValueError: ``session_id`` is empty, or neither or both of ``store`` and ``workspace``
             are given.
     """
@@ -140,11 +172,15 @@ class TurnlogSession:
         self.store = resolve_store(store, workspace)
         if session_settings is None:
             self.session_settings = SessionSettings()
-        elif isinstance(session_settings, Mapping):
-            self.session_settings = SessionSettings(**session_settings)
         else:
-            self.session_settings = session_settings
+            settings = (
+                dict(session_settings)
+                if isinstance(session_settings, Mapping)
+                else session_settings
+            )
+            self.session_settings = coerce_session_settings(settings)
         self._lock = threading.Lock()
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.session_id!r}, {self.store!r})"
@@ -157,10 +193,9 @@ class TurnlogSession:
                 ``session_settings`` (all items when that is ``None`` too). ``0`` gives ``[]``;
                 a negative limit gives every item, as the SDK's ``SQLiteSession`` does.
         """
-        settings: Any = self.session_settings
-        if limit is None and settings is not None:
-            # The SDK lets callers assign a plain dict of settings too.
-            limit = settings.get("limit") if isinstance(settings, Mapping) else settings.limit
+        self._check_open()
+        # The SDK lets callers assign a plain dict of settings too; it resolves either.
+        limit = resolve_session_limit(limit, self.session_settings)
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
             raise TypeError(f"limit must be an int or None, not {type(limit).__name__}")
         wanted = None if limit is None or limit < 0 else limit
@@ -173,17 +208,29 @@ class TurnlogSession:
             TypeError, ValueError: an item cannot be stored (see ``item_to_message``); nothing
                 is written.
         """
+        self._check_open()
         messages = [item_to_message(cast("Mapping[str, Any]", item)) for item in items]
         if messages:
             await _finish(asyncio.to_thread(self._locked, self._add, messages))
 
     async def pop_item(self) -> TResponseInputItem | None:
         """Remove the newest item and return it; ``None`` when the session is empty."""
+        self._check_open()
         return await _finish(asyncio.to_thread(self._locked, self._pop_item))
 
     async def clear_session(self) -> None:
         """Remove every item (the session stays, empty, with its metadata)."""
+        self._check_open()
         await _finish(asyncio.to_thread(self._locked, self.store.clear_messages, self.session_id))
+
+    def close(self) -> None:
+        """Close the session: later calls raise ``RuntimeError``, as the SDK's sessions do. The
+        store stays open (other sessions may share it); closing twice is fine."""
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"{type(self).__name__} is closed")
 
     # --- in the worker thread -------------------------------------------------------------------
 
@@ -209,14 +256,12 @@ class TurnlogSession:
         self.store.append_many(self.session_id, messages)
 
     def _pop_item(self) -> TResponseInputItem | None:
-        while True:
-            newest = self.store.load(self.session_id, limit=1)
-            if not newest or not self.store.remove_last(self.session_id):
-                return None
-            item = message_to_item(newest[0])
+        while (newest := self.store.pop_last(self.session_id)) is not None:
+            item = message_to_item(newest)
             if item is not None:
                 return cast("TResponseInputItem", item)
-            # An undecodable line is dropped and the next one popped, as SQLiteSession does.
+            # An undecodable item is dropped and the next one popped, as SQLiteSession does.
+        return None
 
 
 def _items(messages: list[ChatMessage]) -> list[TResponseInputItem]:
@@ -225,9 +270,10 @@ def _items(messages: list[ChatMessage]) -> list[TResponseInputItem]:
 
 
 async def _finish(write: Awaitable[_T]) -> _T:
-    """Await a write to the end even if the caller is cancelled meanwhile, then re-raise the
-    cancellation: the thread cannot be stopped, so the caller learns what it did (as the SDK's
-    own sessions do)."""
+    """Await a write to its end even if the caller is cancelled meanwhile (the thread cannot be
+    stopped), then raise the cancellation, whether the write succeeded or failed: a cancelled
+    caller gets ``CancelledError``, as from the SDK's own sessions, which ``asyncio.timeout``
+    and task groups rely on."""
     task = asyncio.ensure_future(write)
     cancelled: asyncio.CancelledError | None = None
     while not task.done():
@@ -235,10 +281,11 @@ async def _finish(write: Awaitable[_T]) -> _T:
             await asyncio.wait({task})
         except asyncio.CancelledError as error:
             cancelled = cancelled or error
-    result = task.result()
     if cancelled is not None:
-        raise cancelled
-    return result
+        if not task.cancelled():
+            task.exception()  # retrieved: the loop does not log it as never retrieved
+        raise cancelled from None
+    return task.result()
 
 
 if TYPE_CHECKING:

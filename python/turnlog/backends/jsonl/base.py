@@ -8,13 +8,14 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from ..._impl import ChatMessage
 from ..._rules import (
     Durability,
     Match,
+    SessionTimes,
     by_activity,
     check_amount,
     check_durability,
@@ -22,7 +23,6 @@ from ..._rules import (
     check_query,
     check_state,
     check_text,
-    checked_times,
 )
 from ..._types import SessionMetadata, SessionQuery, SessionState
 from ...backend import MessageLike, SessionBackend
@@ -154,30 +154,10 @@ class JsonlStoreBase(SessionBackend):
             fd, created = held
             self._sidecars.update(_format.key_to_name(session_key), fd, changes, created=created)
 
-    def set_session_times(
-        self,
-        session_key: str,
-        *,
-        created_at: datetime | None = None,
-        last_activity: datetime | None = None,
-        turn_started_at: datetime | None = None,
-    ) -> bool:
-        """Set an existing session's times (for importers: ``turnlog.migrate`` keeps the
-        source's), as ``SqliteSessionBackend.set_session_times`` does.
-
-        ``created_at`` and ``turn_started_at`` go to the sidecar; ``last_activity`` becomes the
+    def _set_times(self, session_key: str, times: SessionTimes) -> bool:
+        """``created_at`` and ``turn_started_at`` go to the sidecar; ``last_activity`` becomes the
         transcript's modification time (which is what last activity is here), so
-        ``cleanup_stale`` and ``list_stuck_sessions`` judge the session by the given times.
-        ``None`` leaves a time unchanged; ``turn_started_at`` is set only on a session that is
-        running or in error (an idle one has no turn).
-
-        Returns:
-            ``False`` (and nothing changed) if the session does not exist.
-
-        Raises:
-            TypeError, ValueError: a bad key, or a time that is not a timezone-aware datetime.
-        """
-        created, active, started = checked_times(created_at, last_activity, turn_started_at)
+        ``cleanup_stale`` and ``list_stuck_sessions`` judge the session by the given times."""
         name = _format.key_to_name(session_key)
         with files.locked(self.transcript_path(session_key), create=False) as held:
             if held is None:
@@ -185,15 +165,15 @@ class JsonlStoreBase(SessionBackend):
             fd = held[0]
             meta = self._sidecars.read(name)
             changes = {}
-            if created is not None:
-                changes["created_at"] = sidecar.to_text(created)
-            if started is not None and sidecar.state_of(meta).state != "idle":
-                changes["turn_started_at"] = sidecar.to_text(started)
+            if times.created_at is not None:
+                changes["created_at"] = sidecar.to_text(times.created_at)
+            if times.turn_started_at is not None and sidecar.state_of(meta).state != "idle":
+                changes["turn_started_at"] = sidecar.to_text(times.turn_started_at)
             if changes:
                 self._sidecars.update(name, fd, changes, meta=meta)
-            if active is not None:
+            if times.last_activity is not None:
                 # Through the locked descriptor, which is the session's transcript.
-                os.utime(fd, ns=(os.fstat(fd).st_atime_ns, sidecar.to_ns(active)))
+                os.utime(fd, ns=(os.fstat(fd).st_atime_ns, sidecar.to_ns(times.last_activity)))
                 if self._durability == "power":
                     os.fsync(fd)  # a time is inode metadata, which fdatasync may leave behind
         return True
@@ -238,21 +218,8 @@ class JsonlStoreBase(SessionBackend):
             self._sidecars.read(_format.key_to_name(session_key)), "agent_alias"
         )
 
-    def set_session_context(
-        self,
-        session_key: str,
-        *,
-        channel_id: str | None = None,
-        room_id: str | None = None,
-        sender_id: str | None = None,
-    ) -> None:
-        """Record the routing context; a field given as ``None`` keeps its value."""
-        given = {
-            "channel_id": check_text(channel_id, "channel_id", optional=True),
-            "room_id": check_text(room_id, "room_id", optional=True),
-            "sender_id": check_text(sender_id, "sender_id", optional=True),
-        }
-        self._update_meta(session_key, {k: v for k, v in given.items() if v is not None})
+    def _set_context(self, session_key: str, fields: dict[str, str]) -> None:
+        self._update_meta(session_key, dict(fields))
 
     def set_session_state(self, session_key: str, state: str, turn_id: str | None = None) -> None:
         """Set the turn state: ``"running"`` (starts a turn, ``turn_id`` identifies it),

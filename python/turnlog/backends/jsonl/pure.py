@@ -179,14 +179,29 @@ class SessionStore(JsonlStoreBase):
         with self._newest(session_key) as newest:
             if newest is None:
                 return False
-            fd, path, data, start, end = newest
-            if end == len(data):
-                os.ftruncate(fd, start)
-                if self._durable:
-                    files.sync_data(fd)
-            else:
-                self._replace(fd, path, data[:start] + data[end:])
+            self._cut(*newest)
             return True
+
+    def _cut(self, fd: int, path: str, data: bytes, start: int, end: int) -> None:
+        """Remove ``data[start:end]`` from the locked file: one ``ftruncate`` when it ends the
+        file, an atomic rewrite otherwise (the Rust store's ``cut``)."""
+        if end == len(data):
+            os.ftruncate(fd, start)
+            if self._durable:
+                files.sync_data(fd)
+        else:
+            self._replace(fd, path, data[:start] + data[end:])
+
+    def pop_last(self, session_key: str) -> ChatMessage | None:
+        """Remove the newest valid message and return it, under the session's lock; ``None``
+        when there is none. Corrupt lines around it stay."""
+        with self._newest(session_key) as newest:
+            if newest is None:
+                return None
+            fd, path, data, start, end = newest
+            message = _format.parse_line(data[start:end])
+            self._cut(fd, path, data, start, end)
+            return message
 
     def update_last(self, session_key: str, message: MessageLike) -> bool:
         """Replace the newest valid message, atomically. ``False`` (nothing written) if none."""

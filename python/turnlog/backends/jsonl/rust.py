@@ -57,6 +57,11 @@ class SessionStore(JsonlStoreBase):
         """Remove the newest valid message; corrupt lines around it stay. ``True`` if one was."""
         return self._native.remove_last(session_key)  # type: ignore[no-any-return]
 
+    def pop_last(self, session_key: str) -> ChatMessage | None:
+        """Remove the newest valid message and return it, under the session's lock; ``None``
+        when there is none. Corrupt lines around it stay."""
+        return self._native.pop_last(session_key)  # type: ignore[no-any-return]
+
     def update_last(self, session_key: str, message: MessageLike) -> bool:
         """Replace the newest valid message, atomically. ``False`` (nothing written) if none."""
         return self._native.update_last(session_key, _native_message(message))  # type: ignore[no-any-return]

@@ -13,7 +13,7 @@ import redis.asyncio.cluster
 import redis.exceptions
 
 from ..._impl import ChatMessage
-from ..._rules import Match
+from ..._rules import Match, check_context
 from ..._types import SessionMetadata, SessionQuery, SessionState
 from ...backend import MessageLike
 from .effects import Clock, T, _Batch, _Call, _check_client, _Effect, _Eval, _Op, _reported
@@ -125,7 +125,11 @@ class AsyncRedisSessionBackend(_RedisCore):
 
     async def remove_last(self, session_key: str) -> bool:
         """See ``RedisSessionBackend.remove_last``."""
-        return await self._run(self._op_edit_last(session_key, None))
+        return await self._run(self._op_remove_last(session_key))
+
+    async def pop_last(self, session_key: str) -> ChatMessage | None:
+        """See ``RedisSessionBackend.pop_last``."""
+        return await self._run(self._op_pop_last(session_key))
 
     async def update_last(self, session_key: str, message: MessageLike) -> bool:
         """See ``RedisSessionBackend.update_last``."""
@@ -192,7 +196,8 @@ class AsyncRedisSessionBackend(_RedisCore):
         sender_id: str | None = None,
     ) -> None:
         """See ``RedisSessionBackend.set_session_context``."""
-        await self._run(self._op_set_context(session_key, channel_id, room_id, sender_id))
+        fields = check_context(channel_id, room_id, sender_id)
+        await self._run(self._op_set_context(session_key, fields))
 
     async def set_session_state(
         self, session_key: str, state: str, turn_id: str | None = None

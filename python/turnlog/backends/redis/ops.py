@@ -256,10 +256,19 @@ class _RedisCore:
     def _op_update_last(self, session_key: str, message: MessageLike) -> _Op[bool]:
         """``_op_edit_last`` with the line of ``message`` (the key is checked first)."""
         _format.key_to_name(session_key)
-        return (yield from self._op_edit_last(session_key, _encode(message)))
+        return (yield from self._op_edit_last(session_key, _encode(message))) is not None
 
-    def _op_edit_last(self, session_key: str, line: bytes | None) -> _Op[bool]:
-        """Remove (``line`` is ``None``) or replace the newest valid message."""
+    def _op_remove_last(self, session_key: str) -> _Op[bool]:
+        return (yield from self._op_edit_last(session_key, None)) is not None
+
+    def _op_pop_last(self, session_key: str) -> _Op[ChatMessage | None]:
+        removed = yield from self._op_edit_last(session_key, None)
+        return None if removed is None else _format.parse_line(removed)
+
+    def _op_edit_last(self, session_key: str, line: bytes | None) -> _Op[bytes | None]:
+        """Remove (``line`` is ``None``) or replace the newest valid message, atomically (the
+        script applies the edit only if the tail is still what was read); the element removed
+        or replaced, ``None`` when there was no valid message."""
         name = _format.key_to_name(session_key)
         messages = self._keys_of(name)[0]
         # One op id for every attempt: once an attempt was applied, any later one (or redis-py's
@@ -272,13 +281,13 @@ class _RedisCore:
                 tail = [_bytes(element) for element in (yield _Call("lrange", (messages, 0, -1)))]
                 position = _newest_valid(tail)
             if position is None:
-                return False
+                return None
             mode = ("pop", b"") if line is None else ("set", line)
             attempt = _Eval(write.script, write.keys, (*write.args, *mode, *tail[position:]))
             result = yield attempt
             if _str(result[0]) != "retry":
                 yield from self._follow(name, result)
-                return True
+                return tail[position]
         raise RuntimeError(
             f"turnlog: gave up changing the last message of {session_key!r} after {_ATTEMPTS} "
             "attempts: other clients kept changing it"
@@ -446,13 +455,9 @@ class _RedisCore:
         _format.key_to_name(session_key)
         yield from self._op_set_meta(session_key, {field_name: check_text(value, what)})
 
-    def _op_set_context(
-        self, session_key: str, channel_id: object, room_id: object, sender_id: object
-    ) -> _Op[None]:
+    def _op_set_context(self, session_key: str, fields: dict[str, str]) -> _Op[None]:
         _format.key_to_name(session_key)
-        given = {"channel_id": channel_id, "room_id": room_id, "sender_id": sender_id}
-        values = {name: check_text(value, name, optional=True) for name, value in given.items()}
-        yield from self._op_set_meta(session_key, values)
+        yield from self._op_set_meta(session_key, dict(fields))
 
     def _op_state_change(self, session_key: str, state: str, turn_id: str | None) -> _Op[None]:
         _format.key_to_name(session_key)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
 from types import TracebackType
 from typing import Any, cast
 
@@ -13,7 +12,7 @@ import redis.cluster
 import redis.exceptions
 
 from ..._impl import ChatMessage
-from ..._rules import Match
+from ..._rules import Match, SessionTimes
 from ..._types import SessionMetadata, SessionQuery, SessionState
 from ...backend import MessageLike, SessionBackend
 from .effects import (
@@ -182,7 +181,12 @@ class RedisSessionBackend(_RedisCore, SessionBackend):
     def remove_last(self, session_key: str) -> bool:
         """Remove the newest valid message (invalid elements after it stay). ``True`` if there
         was one. Concurrent calls from any clients each remove a different message."""
-        return self._run(self._op_edit_last(session_key, None))
+        return self._run(self._op_remove_last(session_key))
+
+    def pop_last(self, session_key: str) -> ChatMessage | None:
+        """Remove the newest valid message and return it; ``None`` when there is none. One
+        compare-and-set script: two clients popping at once get two different messages."""
+        return self._run(self._op_pop_last(session_key))
 
     def update_last(self, session_key: str, message: MessageLike) -> bool:
         """Replace the newest valid message in place. ``False`` (nothing written) if none.
@@ -251,17 +255,9 @@ class RedisSessionBackend(_RedisCore, SessionBackend):
         """The session's agent alias; ``None`` if unset or no such session."""
         return self._run(self._op_get_field(session_key, "agent_alias"))
 
-    def set_session_context(
-        self,
-        session_key: str,
-        *,
-        channel_id: str | None = None,
-        room_id: str | None = None,
-        sender_id: str | None = None,
-    ) -> None:
-        """Record the routing context, creating the session if needed; a field given as
-        ``None`` keeps its value."""
-        self._run(self._op_set_context(session_key, channel_id, room_id, sender_id))
+    def _set_context(self, session_key: str, fields: dict[str, str]) -> None:
+        """Creates the session if needed."""
+        self._run(self._op_set_context(session_key, fields))
 
     def set_session_state(self, session_key: str, state: str, turn_id: str | None = None) -> None:
         """Set the turn state, creating the session if needed: ``"running"`` starts a turn
@@ -278,36 +274,12 @@ class RedisSessionBackend(_RedisCore, SessionBackend):
         """The turn state (``"idle"`` until set); ``None`` if no such session."""
         return self._run(self._op_get_state(session_key))
 
-    def set_session_times(
-        self,
-        session_key: str,
-        *,
-        created_at: datetime | None = None,
-        last_activity: datetime | None = None,
-        turn_started_at: datetime | None = None,
-    ) -> bool:
-        """Set an existing session's times (for importers: ``turnlog.migrate`` keeps the
-        source's), as ``SqliteSessionBackend.set_session_times`` does.
-
-        One script sets them in the metadata hash and the sorted sets together (on a Cluster
-        the sorted sets right after it, as for every write): the index's score is the given last
-        activity, even an older one, and a running session's ``running`` score the given turn
-        start, so ``cleanup_stale`` and ``list_stuck_sessions`` judge it by the given times.
-        ``None`` leaves a time unchanged; ``turn_started_at`` is set only on a session that is
-        running or in error (an idle one has no turn). Like every write it renews the
-        ``expire_after`` TTL.
-
-        Returns:
-            ``False`` (and nothing changed) if the session does not exist.
-
-        Raises:
-            TypeError, ValueError: a bad key, or a time that is not a timezone-aware datetime
-                (nothing is sent).
-            RedisUnavailableError: not acknowledged (see the exception).
-        """
-        return self._run(
-            self._op_set_times(session_key, created_at, last_activity, turn_started_at)
-        )
+    def _set_times(self, session_key: str, times: SessionTimes) -> bool:
+        """One script sets the times in the metadata hash and the sorted sets together (on a
+        Cluster the sorted sets right after it, as for every write): the index's score is the
+        given last activity, even an older one, and a running session's ``running`` score the
+        given turn start. Like every write it renews the ``expire_after`` TTL."""
+        return self._run(self._op_set_times(session_key, *times))
 
     def list_running_sessions(self) -> list[SessionMetadata]:
         """Sessions in the ``"running"`` state, the most recently active first."""

@@ -21,15 +21,16 @@ from typing import Any
 
 from ..._impl import ChatMessage
 from ..._rules import (
+    MAX_LIMIT,
     Durability,
     Match,
+    SessionTimes,
     check_amount,
     check_durability,
     check_limit,
     check_query,
     check_state,
     check_text,
-    checked_times,
     search_words,
 )
 from ..._types import SessionMetadata, SessionQuery, SessionState
@@ -168,12 +169,19 @@ class SqliteSessionBackend(_Database, SessionBackend):
         )
         return cursor.rowcount > 0
 
-    def _last_id(self, connection: sqlite3.Connection, session_key: str) -> int | None:
-        row = connection.execute(
-            "SELECT id FROM messages WHERE session_key = ? ORDER BY id DESC LIMIT 1",
-            (session_key,),
-        ).fetchone()
-        return None if row is None else int(row[0])
+    def _newest(
+        self, connection: sqlite3.Connection, session_key: str
+    ) -> tuple[int, ChatMessage] | None:
+        """The id and message of the session's newest valid row (a damaged row, which only
+        another tool can write, is stepped over as the JSONL stores step over a corrupt line)."""
+        rows = connection.execute(
+            "SELECT id, line FROM messages WHERE session_key = ? ORDER BY id DESC", (session_key,)
+        )
+        for row_id, line in rows:
+            message = _message(line)
+            if message is not None:
+                return int(row_id), message
+        return None
 
     def _session_row(self, session_key: str, query: str) -> Any:
         """The row ``query`` (with the key as its one parameter) reads; ``None`` if none."""
@@ -213,18 +221,20 @@ class SqliteSessionBackend(_Database, SessionBackend):
         columns = "line, created_at" if with_times else "line, NULL"
         select = f"SELECT {columns} FROM messages WHERE session_key = ?"
         if limit is None:
-            found = self._conn().execute(select + " ORDER BY id", (session_key,)).fetchall()
-        else:
-            # Newest first through the (session_key, id) index: reads `limit` rows, no more.
-            query = select + " ORDER BY id DESC LIMIT ?"
-            found = self._conn().execute(query, (session_key, _sql_limit(limit))).fetchall()
-            found.reverse()
-        result = []
-        for line, created_at in found:
-            message = _message(line)
-            if message is not None:
-                result.append((message, _time_of(created_at)))
-        return result
+            every = self._conn().execute(select + " ORDER BY id", (session_key,))
+            return [(m, _time_of(t)) for line, t in every if (m := _message(line)) is not None]
+        # Newest first through the (session_key, id) index: `limit` rows, read again further back
+        # (in one snapshot each time) while damaged rows among them leave fewer valid ones.
+        query = select + " ORDER BY id DESC LIMIT ?"
+        window = limit
+        while True:
+            rows = self._conn().execute(query, (session_key, _sql_limit(window))).fetchall()
+            newest = [(m, _time_of(t)) for line, t in rows if (m := _message(line)) is not None]
+            if len(newest) >= limit or len(rows) < window:
+                newest = newest[:limit]
+                newest.reverse()
+                return newest
+            window = min(window * 4 + 8, MAX_LIMIT)
 
     def append(self, session_key: str, message: MessageLike) -> None:
         """Add ``message`` (a ``ChatMessage`` or a mapping) at the end, creating the session.
@@ -277,22 +287,27 @@ class SqliteSessionBackend(_Database, SessionBackend):
             self._insert(connection, session_key, list(zip(encoded, times, strict=True)))
 
     def remove_last(self, session_key: str) -> bool:
-        """Remove the newest message. ``True`` if there was one.
+        """Remove the newest valid message (damaged rows stay). ``True`` if there was one.
 
         Concurrent calls from any threads or processes each remove a different message.
         """
+        return self.pop_last(session_key) is not None
+
+    def pop_last(self, session_key: str) -> ChatMessage | None:
+        """Remove the newest valid message and return it, in one transaction; ``None`` when
+        there is none. Concurrent calls each get a different message."""
         _check_key(session_key)
         now = self._now()
         with self._write() as connection:
-            last = self._last_id(connection, session_key)
-            if last is None:
-                return False
-            self._delete_rows(connection, "id = ?", (last,))
+            newest = self._newest(connection, session_key)
+            if newest is None:
+                return None
+            self._delete_rows(connection, "id = ?", (newest[0],))
             self._activity(connection, session_key, now)
-            return True
+            return newest[1]
 
     def update_last(self, session_key: str, message: MessageLike) -> bool:
-        """Replace the newest message in place (its time becomes now). ``False`` if none.
+        """Replace the newest valid message in place (its time becomes now). ``False`` if none.
 
         Raises:
             TypeError, ValueError: a bad key or message; nothing is written.
@@ -301,9 +316,10 @@ class SqliteSessionBackend(_Database, SessionBackend):
         line = _encode(message)
         now = self._now()
         with self._write() as connection:
-            last = self._last_id(connection, session_key)
-            if last is None:
+            newest = self._newest(connection, session_key)
+            if newest is None:
                 return False
+            last = newest[0]
             if self._indexed:
                 _reindex(connection, last, line)
             connection.execute(
@@ -358,25 +374,9 @@ class SqliteSessionBackend(_Database, SessionBackend):
         with self._write() as connection:
             return self._ensure(connection, session_key, now)
 
-    def set_session_times(
-        self,
-        session_key: str,
-        *,
-        created_at: datetime | None = None,
-        last_activity: datetime | None = None,
-        turn_started_at: datetime | None = None,
-    ) -> bool:
-        """Set an existing session's times (for importers: ``migrate`` keeps the source's).
-
-        ``None`` leaves a time unchanged; ``turn_started_at`` is set only on a session that is
-        running or in error (an idle one has no turn). Returns ``False`` (and changes nothing)
-        if the session does not exist.
-        """
+    def _set_times(self, session_key: str, times: SessionTimes) -> bool:
         _check_key(session_key)
-        created, active, started = (
-            None if when is None else _text_of(when)
-            for when in checked_times(created_at, last_activity, turn_started_at)
-        )
+        created, active, started = (None if when is None else _text_of(when) for when in times)
         with self._write() as connection:
             cursor = connection.execute(
                 "UPDATE sessions SET created_at = coalesce(?, created_at), "
@@ -464,23 +464,9 @@ class SqliteSessionBackend(_Database, SessionBackend):
         """The session's agent alias; ``None`` if unset or no such session."""
         return self._get_column(session_key, "agent_alias")
 
-    def set_session_context(
-        self,
-        session_key: str,
-        *,
-        channel_id: str | None = None,
-        room_id: str | None = None,
-        sender_id: str | None = None,
-    ) -> None:
-        """Record the routing context, creating the session if needed; a field given as
-        ``None`` keeps its value."""
+    def _set_context(self, session_key: str, fields: dict[str, str]) -> None:
         _check_key(session_key)
-        values = {
-            "channel_id": check_text(channel_id, "channel_id", optional=True),
-            "room_id": check_text(room_id, "room_id", optional=True),
-            "sender_id": check_text(sender_id, "sender_id", optional=True),
-        }
-        self._set_columns(session_key, values)
+        self._set_columns(session_key, dict(fields))
 
     # --- turn state -----------------------------------------------------------------------------
 
