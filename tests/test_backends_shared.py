@@ -661,3 +661,25 @@ def test_refused_metadata_creates_no_session(backend, call):
     with pytest.raises(ValueError):
         METADATA_CALLS[call](backend, "bad \ud800")
     assert dump(backend) == before
+
+
+def test_absurd_amounts_and_times_are_answers_or_clear_errors(backend):
+    """No OverflowError: an age older than year 1 is a cutoff nothing is older than, and a time
+    no UTC datetime can hold is a ValueError that changes nothing."""
+    backend.append("s", U("x"))
+    backend.set_session_state("s", "running", "t")
+    assert backend.cleanup_stale(1e300) == 0
+    assert backend.list_stuck_sessions(1e300) == []
+    assert backend.load("s") == [U("x")]
+    before = backend.get_session_metadata("s")
+    too_early = datetime.min.replace(tzinfo=timezone(timedelta(hours=5)))
+    with pytest.raises(ValueError, match="out of range"):
+        backend.set_session_times("s", created_at=too_early)
+    assert backend.get_session_metadata("s") == before
+
+
+def test_created_at_is_never_after_last_activity(backend):
+    for i in range(20):
+        backend.append(f"s{i}", U("x"))
+        metadata = backend.get_session_metadata(f"s{i}")
+        assert metadata.created_at <= metadata.last_activity, metadata

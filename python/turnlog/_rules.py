@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Literal, NamedTuple
 
 from ._types import SessionMetadata, SessionQuery
@@ -33,6 +33,7 @@ __all__ = [
     "check_text",
     "checked_times",
     "checked_utc",
+    "earlier",
     "search_words",
 ]
 
@@ -152,7 +153,22 @@ def checked_utc(when: object, what: str) -> datetime:
         raise TypeError(f"{what} must be a datetime, not {type(when).__name__}")
     if when.utcoffset() is None:
         raise ValueError(f"{what} must be timezone-aware, got {when!r}")
-    return when.astimezone(timezone.utc)
+    try:
+        return when.astimezone(timezone.utc)
+    except OverflowError:  # datetime.min with a positive offset, say: before year 1 in UTC
+        raise ValueError(f"{what} is out of range in UTC, got {when!r}") from None
+
+
+_OLDEST = datetime.min.replace(tzinfo=timezone.utc)
+
+
+def earlier(when: datetime, seconds: float) -> datetime:
+    """``when`` less ``seconds`` (a checked amount), or the oldest time there is when that would
+    be before year 1: a cutoff nothing is older than, never an ``OverflowError``."""
+    try:
+        return when - timedelta(seconds=seconds)
+    except OverflowError:
+        return _OLDEST
 
 
 class SessionTimes(NamedTuple):

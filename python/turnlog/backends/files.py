@@ -5,24 +5,45 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import stat
+import sys
 from collections.abc import Iterator
 
+try:
+    import fcntl
+except ImportError:  # no flock here (Windows): `import turnlog` works, the JSONL stores refuse
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = [
+    "is_not_a_session",
     "locked",
     "make_dirs",
     "not_a_session_file",
     "open_regular",
     "read_all",
     "replace",
+    "require_flock",
     "sync_data",
     "sync_dir",
+    "unlock_and_close",
     "write_all",
 ]
 
 _READ_CHUNK = 1 << 20
+
+
+#: What opening a path that holds no session file gives: a symlink (``ELOOP`` under
+#: ``O_NOFOLLOW``), a FIFO, socket, device or folder (``EINVAL`` from ``not_a_session_file``,
+#: ``EISDIR``), a file where a folder on the way should be (``ENOTDIR``).
+#: Such a path reads as no session; any other error (``EMFILE``, ``EIO``, ``EACCES``)
+#: is raised, so that history is never silently read as empty.
+NOT_A_SESSION = frozenset({errno.ELOOP, errno.EINVAL, errno.EISDIR, errno.ENOTDIR})
+
+
+def is_not_a_session(error: OSError) -> bool:
+    """Whether ``error`` says the path holds no session file (rather than that reading failed)."""
+    return isinstance(error, FileNotFoundError) or error.errno in NOT_A_SESSION
 
 
 #: Never through a symlink, and never waiting: opening a FIFO would block until a writer came.
@@ -78,18 +99,36 @@ def sync_dir(path: str) -> None:
         os.close(fd)
 
 
-def make_dirs(path: str, mode: int = 0o777, *, durable: bool) -> None:
-    """``os.makedirs(path, mode, exist_ok=True)``; with ``durable``, every folder it creates is
-    fsynced into its parent, so that a new workspace survives power loss with its files."""
+def make_dirs(path: str, *, durable: bool) -> None:
+    """Create ``path`` and any missing parents, each owner-only (0700) whatever the umask (a
+    umask only takes bits away, and ``os.makedirs`` gives parents the default 0777); with
+    ``durable``, every folder it creates is fsynced into its parent, so that a new workspace
+    survives power loss with its files."""
     missing = []
     head = os.path.abspath(path)
     while not os.path.isdir(head) and os.path.dirname(head) != head:
         missing.append(head)
         head = os.path.dirname(head)
-    os.makedirs(path, mode=mode, exist_ok=True)
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+            os.mkdir(folder, 0o700)
     if durable:
         for created in missing:
             sync_dir(os.path.dirname(created))
+
+
+#: Why the JSONL stores cannot run where ``fcntl`` is missing.
+NO_FLOCK = (
+    f"turnlog's JSONL session store is not supported on this platform ({sys.platform}): it "
+    "locks session files with flock (Python's fcntl module), which this platform lacks, and "
+    "without that lock concurrent writers would lose messages"
+)
+
+
+def require_flock() -> None:
+    """Raise ``NotImplementedError`` (saying what is not supported) where there is no flock."""
+    if fcntl is None:
+        raise NotImplementedError(NO_FLOCK)
 
 
 @contextlib.contextmanager
@@ -105,6 +144,7 @@ def locked(path: str, *, create: bool) -> Iterator[tuple[int, bool] | None]:
     Never call a native store operation on the same session while holding this: its lock is
     on another open file description and would wait for this one forever.
     """
+    require_flock()
     flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | NO_FOLLOW_NO_WAIT
     while True:
         created = False
@@ -137,7 +177,17 @@ def locked(path: str, *, create: bool) -> Iterator[tuple[int, bool] | None]:
     try:
         yield fd, created
     finally:
-        os.close(fd)  # also releases the lock
+        unlock_and_close(fd)
+
+
+def unlock_and_close(fd: int) -> None:
+    """Let go of the ``flock`` on ``fd`` explicitly, then close it. A process forked while the
+    lock was held has a copy of ``fd`` (the same open file description, which the lock belongs
+    to): a close alone would leave the session locked for as long as that child lives."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def replace(path: str, data: bytes, *, mode: int = 0o600, durable: bool = False) -> None:

@@ -8,7 +8,6 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterable
-from datetime import timedelta
 from typing import Any
 
 from ..._impl import ChatMessage
@@ -23,6 +22,7 @@ from ..._rules import (
     check_query,
     check_state,
     check_text,
+    earlier,
 )
 from ..._types import SessionMetadata, SessionQuery, SessionState
 from ...backend import MessageLike, SessionBackend
@@ -35,6 +35,9 @@ from .sidecar import Sidecars
 __all__ = ["Appended", "JsonlStoreBase"]
 
 log = logging.getLogger("turnlog")
+
+#: Seconds after which ``cleanup_stale`` removes a rewrite's leftover temp file.
+TEMP_FILE_AGE = 3600.0
 
 #: What an append did besides writing: ``(created the file, repaired a torn last line)``.
 Appended = tuple[bool, bool]
@@ -94,11 +97,13 @@ class JsonlStoreBase(SessionBackend):
     def load(self, session_key: str, limit: int | None = None) -> list[ChatMessage]:
         """The session's valid messages, oldest first; the newest ``limit`` of them when given.
 
-        Corrupt lines are skipped. A missing session loads as ``[]``; so does an unreadable file,
-        with a warning on the ``turnlog`` logger.
+        Corrupt lines are skipped. A missing session loads as ``[]``; so does a path that holds
+        no session file (a symlink, a FIFO, a folder), with a warning on the ``turnlog`` logger.
 
         Raises:
             TypeError, ValueError: a bad key or limit.
+            OSError: the file could not be read (``PermissionError``; out of file descriptors or
+                memory; an I/O error): never read as an empty history.
         """
         limit = check_limit(limit)
         try:
@@ -106,6 +111,8 @@ class JsonlStoreBase(SessionBackend):
         except FileNotFoundError:
             return []
         except OSError as error:
+            if not files.is_not_a_session(error):
+                raise
             log.warning("turnlog: cannot read session %r: %s", session_key, error)
             return []
 
@@ -131,16 +138,41 @@ class JsonlStoreBase(SessionBackend):
                 session_key,
             )
         if created:
-            with files.locked(self.transcript_path(session_key), create=False) as held:
-                if held is not None:  # else deleted again already: no session to start
-                    self._sidecars.start(_format.key_to_name(session_key), held[0])
+            # The message is stored: a sidecar that cannot be written (a full disk, a metadata
+            # folder another user owns) must not turn the acknowledged append into an error that
+            # a retry would duplicate. Its metadata is then derived from the transcript.
+            try:
+                with files.locked(self.transcript_path(session_key), create=False) as held:
+                    if held is not None:  # else deleted again already: no session to start
+                        self._sidecars.start(_format.key_to_name(session_key), held[0])
+            except OSError as error:
+                log.warning(
+                    "turnlog: session %r was created, but its metadata could not be written "
+                    "(%s): its creation time is taken from the transcript",
+                    session_key,
+                    error,
+                )
 
     def delete_session(self, session_key: str) -> bool:
-        """Delete the session's transcript and metadata. ``True`` if it existed."""
-        # The sidecar goes first: a crash in between leaves a transcript without metadata (a
-        # valid session), never metadata that a new session of the same key would inherit.
-        self._sidecars.unlink(_format.key_to_name(session_key))
-        return self._delete(session_key)
+        """Delete the session's transcript and metadata. ``True`` if it existed.
+
+        Raises:
+            OSError: the transcript could not be deleted; the session is as it was.
+        """
+        # The transcript goes first, so a failed delete changes nothing. Its sidecar goes next,
+        # if no new session of the key began meanwhile; one left behind (a crash in between, a
+        # metadata folder that refuses) belongs to no transcript, and the next session of the
+        # key replaces it rather than inherit it (Sidecars.start).
+        deleted = self._delete(session_key)
+        name = _format.key_to_name(session_key)
+        if not os.path.lexists(self.transcript_path(session_key)):
+            try:
+                self._sidecars.unlink(name)
+            except OSError as error:
+                log.warning(
+                    "turnlog: the metadata of deleted session %r stays: %s", session_key, error
+                )
+        return deleted
 
     # --- metadata -------------------------------------------------------------------------------
 
@@ -149,16 +181,26 @@ class JsonlStoreBase(SessionBackend):
         for value in changes.values():
             if isinstance(value, str) and _format.has_surrogate(value):
                 raise ValueError("session metadata must not contain lone surrogates")
-        with files.locked(self.transcript_path(session_key), create=True) as held:
+        path = self.transcript_path(session_key)
+        with files.locked(path, create=True) as held:
             assert held is not None
             fd, created = held
-            self._sidecars.update(_format.key_to_name(session_key), fd, changes, created=created)
+            name = _format.key_to_name(session_key)
+            try:
+                self._sidecars.update(name, fd, changes, created=created)
+            except BaseException:
+                if created:  # a failed setter leaves no session behind
+                    os.unlink(path)
+                raise
 
     def _set_times(self, session_key: str, times: SessionTimes) -> bool:
         """``created_at`` and ``turn_started_at`` go to the sidecar; ``last_activity`` becomes the
         transcript's modification time (which is what last activity is here), so
         ``cleanup_stale`` and ``list_stuck_sessions`` judge the session by the given times."""
         name = _format.key_to_name(session_key)
+        active = times.last_activity
+        if active is not None and not -(2**63) <= sidecar.to_ns(active) < 2**63:
+            raise ValueError(f"last_activity is out of the range a file time holds: {active!r}")
         with files.locked(self.transcript_path(session_key), create=False) as held:
             if held is None:
                 return False
@@ -180,10 +222,16 @@ class JsonlStoreBase(SessionBackend):
 
     def get_session_metadata(self, session_key: str) -> SessionMetadata | None:
         """Message count, times, name, alias and context of the session; ``None`` if it does
-        not exist. An unreadable transcript counts as no session, with a warning."""
+        not exist (or its path holds no session file: a warning then).
+
+        Raises:
+            OSError: the transcript or its sidecar could not be read (as for ``load``).
+        """
         try:
             stat = self._stat(session_key)
         except OSError as error:
+            if not files.is_not_a_session(error):
+                raise
             log.warning("turnlog: cannot read session %r: %s", session_key, error)
             return None
         if stat is None:
@@ -251,7 +299,7 @@ class JsonlStoreBase(SessionBackend):
 
     def list_stuck_sessions(self, threshold_secs: float) -> list[SessionMetadata]:
         """Sessions running for longer than ``threshold_secs`` (by ``turn_started_at``)."""
-        limit = sidecar.now() - timedelta(seconds=check_amount(threshold_secs, "threshold_secs"))
+        limit = earlier(sidecar.now(), check_amount(threshold_secs, "threshold_secs"))
         return self._metadata_of(
             key
             for key, state in self._states()
@@ -267,9 +315,10 @@ class JsonlStoreBase(SessionBackend):
         A session that looks stale is judged again under its transcript's lock, and removed
         (sidecar first, then transcript) before the lock is let go: a message whose append was
         acknowledged after the first look keeps its session. Appenders that were waiting for
-        the lock find the transcript gone and start a new one.
+        the lock find the transcript gone and start a new one. Temp files that killed rewrites
+        left behind (``.turnlog-*.tmp``, an hour old) are removed too.
         """
-        limit = sidecar.to_ns(sidecar.now() - timedelta(hours=check_amount(ttl_hours, "ttl_hours")))
+        limit = sidecar.to_ns(earlier(sidecar.now(), check_amount(ttl_hours, "ttl_hours") * 3600))
         removed = 0
         for key in self.list_sessions():
             path = self.transcript_path(key)
@@ -291,7 +340,24 @@ class JsonlStoreBase(SessionBackend):
             if self._durability == "power":
                 files.sync_dir(self._sessions_dir)
             removed += 1
+        self._remove_abandoned_temp_files()
         return removed
+
+    def _remove_abandoned_temp_files(self) -> None:
+        """Remove the temp files of rewrites that were killed before their rename (an hour old:
+        no rewrite in progress takes that long), in ``sessions/`` and the sidecar folder."""
+        cutoff = sidecar.to_ns(earlier(sidecar.now(), TEMP_FILE_AGE))
+        for folder in (self._sessions_dir, self._sidecars.folder):
+            try:
+                entries = list(os.scandir(folder))
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                if not (entry.name.startswith(".turnlog-") and entry.name.endswith(".tmp")):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    if entry.stat(follow_symlinks=False).st_mtime_ns < cutoff:
+                        os.unlink(entry.path)
 
     def search(self, query: SessionQuery, *, match: Match = "all") -> list[SessionMetadata]:
         """Sessions with a message whose content holds the keyword, the most recently active
@@ -302,13 +368,37 @@ class JsonlStoreBase(SessionBackend):
         The search scans the transcripts (no index to keep in sync).
         """
         keyword, limit = check_query(query, match)
-        keys = self._search(self.list_sessions(), keyword, match == "all")
+        every = self.list_sessions()
+        try:
+            keys = self._search(every, keyword, match == "all")
+        except OSError:
+            # A transcript that cannot be read (this user may not; a symlink, a FIFO): search the
+            # others one by one without it, as listings leave it out. Other errors still raise.
+            keys = []
+            for key in every:
+                try:
+                    keys += self._search([key], keyword, match == "all")
+                except OSError as error:
+                    if not (isinstance(error, PermissionError) or files.is_not_a_session(error)):
+                        raise
+                    log.warning("turnlog: cannot read session %r: %s", key, error)
         found = self._metadata_of(keys)
         return found if limit is None else found[:limit]
 
     def _metadata_of(self, keys: Iterable[str]) -> list[SessionMetadata]:
-        found = [self.get_session_metadata(key) for key in keys]
-        return by_activity([metadata for metadata in found if metadata is not None])
+        """The metadata of ``keys``, the most recently active first. A session this user may not
+        read is left out of the listing, with a warning: one such file must not make listing
+        and search fail for the whole workspace. Other read errors raise."""
+        found = []
+        for key in keys:
+            try:
+                metadata = self.get_session_metadata(key)
+            except PermissionError as error:
+                log.warning("turnlog: cannot read session %r: %s", key, error)
+                continue
+            if metadata is not None:
+                found.append(metadata)
+        return by_activity(found)
 
     # --- what each store provides ---------------------------------------------------------------
 

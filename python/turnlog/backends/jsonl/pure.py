@@ -8,16 +8,21 @@ transcript itself), so both stores can work on one workspace at once.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import stat
 from collections.abc import Iterable, Iterator
 
+try:
+    import fcntl
+except ImportError:  # no flock here (Windows): SessionStore() raises files.NO_FLOCK
+    fcntl = None  # type: ignore[assignment]
+
 from ..._impl import ChatMessage
-from ..._rules import search_words
+from ..._rules import Durability, search_words
 from ...backend import MessageLike
 from .. import files
 from .. import format as _format
+from ..workspace import PathLike
 from .base import Appended, JsonlStoreBase
 
 __all__ = ["SessionStore"]
@@ -56,12 +61,21 @@ def _read(path: str) -> bytes:
         fcntl.flock(fd, fcntl.LOCK_SH)
         return files.read_all(fd)
     finally:
-        os.close(fd)
+        files.unlock_and_close(fd)
 
 
 class SessionStore(JsonlStoreBase):
     """Append-only JSONL session store, in pure Python: ``SessionStore(workspace, *,
-    durability="process")``, as ``JsonlStoreBase`` describes."""
+    durability="process")``, as ``JsonlStoreBase`` describes.
+
+    Raises:
+        NotImplementedError: the platform has no ``fcntl.flock`` (Windows), which the store's
+            locking needs.
+    """
+
+    def __init__(self, workspace: PathLike, *, durability: Durability = "process") -> None:
+        files.require_flock()  # say so now, not at the first write
+        super().__init__(workspace, durability=durability)
 
     @property
     def _durable(self) -> bool:
@@ -116,7 +130,7 @@ class SessionStore(JsonlStoreBase):
             fcntl.flock(fd, fcntl.LOCK_SH)  # a snapshot, as _read takes it
             return _count_valid(files.read_all(fd)), os.fstat(fd).st_mtime_ns
         finally:
-            os.close(fd)
+            files.unlock_and_close(fd)
 
     def _append(self, session_key: str, message: MessageLike) -> Appended:
         line = _format.encode_message(message)
@@ -145,8 +159,10 @@ class SessionStore(JsonlStoreBase):
         for key in keys:
             try:
                 data = _read(self.transcript_path(key))
-            except FileNotFoundError:
-                continue
+            except OSError as error:
+                if files.is_not_a_session(error):
+                    continue
+                raise
             for line in data.split(b"\n"):
                 message = _format.parse_line(line)
                 if message is None:

@@ -48,6 +48,12 @@ def utc(mtime_ns: int) -> datetime:
     return datetime.fromtimestamp(mtime_ns / 1e9, tz=timezone.utc)
 
 
+def _written(fd: int) -> datetime:
+    """When the file ``fd`` was last written: a new session's creation time, never later than
+    its last activity (the same clock: the file's)."""
+    return utc(os.fstat(fd).st_mtime_ns)
+
+
 def to_ns(when: datetime) -> int:
     """``when`` (aware) in nanoseconds since the epoch, exactly: ``utc`` gives ``when`` back."""
     return (when - _EPOCH) // timedelta(microseconds=1) * 1000
@@ -124,14 +130,21 @@ class Sidecars:
 
     def read(self, name: str) -> dict[str, Any]:
         """The sidecar's fields; ``{}`` when it is missing or damaged (metadata is then
-        derived)."""
+        derived).
+
+        Raises:
+            OSError: it could not be read (out of file descriptors, an I/O error, no permission):
+                a running turn must not read as idle.
+        """
         try:
             fd = files.open_regular(self.path(name))
-        except OSError:
-            return {}
+        except OSError as error:
+            if files.is_not_a_session(error):
+                return {}
+            raise
         try:
             data = json.loads(files.read_all(fd))
-        except (OSError, ValueError):
+        except ValueError:
             return {}
         finally:
             os.close(fd)
@@ -139,7 +152,7 @@ class Sidecars:
 
     def _write(self, name: str, meta: dict[str, Any]) -> None:
         if not os.path.isdir(self.folder):
-            files.make_dirs(self.folder, 0o700, durable=self._durable)
+            files.make_dirs(self.folder, durable=self._durable)
         data = json.dumps(meta, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         files.replace(self.path(name), data, durable=self._durable)
 
@@ -164,7 +177,7 @@ class Sidecars:
         except FileNotFoundError:
             fresh = False
         if not (fresh and self.read(name)):
-            self._write(name, {"created_at": to_text(now())})
+            self._write(name, {"created_at": to_text(_written(transcript_fd))})
 
     def update(
         self,
@@ -180,9 +193,9 @@ class Sidecars:
         if meta is None:
             meta = {} if created else self.read(name)
         if "created_at" not in meta:
-            # A session from before turnlog kept metadata: its file's time is the best guess.
-            first = now() if created else utc(os.fstat(transcript_fd).st_mtime_ns)
-            meta["created_at"] = to_text(first)
+            # A new transcript's time is when it was made; for a session from before turnlog
+            # kept metadata it is the best guess.
+            meta["created_at"] = to_text(_written(transcript_fd))
         meta.update(changes)
         self._write(name, meta)
 

@@ -373,13 +373,14 @@ class _RedisCore:
         found = yield from self._op_metadata_of(names)
         return [metadata for metadata, _ in found]
 
-    def _op_cutoff(self, age_us: int) -> _Op[int]:
+    def _op_cutoff(self, age_seconds: float) -> _Op[int]:
+        """Now less ``age_seconds``, in microseconds (an age beyond any time: the oldest)."""
         now = _us(self._clock()) if self._clock else _server_time((yield _Call("time")))
-        return max(now - age_us, -(2**62))
+        return max(now - round(min(age_seconds * 1_000_000, 2.0**62)), -(2**62))
 
     def _op_cleanup(self, ttl_hours: float) -> _Op[int]:
         hours = check_amount(ttl_hours, "ttl_hours")
-        cutoff = yield from self._op_cutoff(round(hours * 3_600_000_000))
+        cutoff = yield from self._op_cutoff(hours * 3600)
         raw = yield _Call("zrangebyscore", (self._index, "-inf", f"({cutoff}"))
         removed = 0
         for name in (_str(member) for member in raw):
@@ -529,7 +530,7 @@ class _RedisCore:
             cutoff = None
         else:
             seconds = check_amount(threshold_secs, "threshold_secs")
-            cutoff = yield from self._op_cutoff(round(seconds * 1_000_000))
+            cutoff = yield from self._op_cutoff(seconds)
             raw = yield _Call("zrangebyscore", (self._running, "-inf", cutoff))
             names = [name for name in (_str(member) for member in raw) if name is not None]
         found = yield from self._op_metadata_of(names)

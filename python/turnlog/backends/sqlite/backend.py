@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
 from ..._impl import ChatMessage
@@ -31,6 +31,7 @@ from ..._rules import (
     check_query,
     check_state,
     check_text,
+    earlier,
     search_words,
 )
 from ..._types import SessionMetadata, SessionQuery, SessionState
@@ -411,7 +412,7 @@ class SqliteSessionBackend(_Database, SessionBackend):
     def cleanup_stale(self, ttl_hours: float) -> int:
         """Delete sessions (messages and metadata together, in one transaction) whose last
         activity is more than ``ttl_hours`` ago, whatever their state. Returns how many."""
-        cutoff = self._cutoff(timedelta(hours=check_amount(ttl_hours, "ttl_hours")))
+        cutoff = self._cutoff(check_amount(ttl_hours, "ttl_hours") * 3600)
         with self._write() as connection:
             stale = connection.execute(
                 "SELECT key FROM sessions WHERE last_activity < ?", (cutoff,)
@@ -421,11 +422,9 @@ class SqliteSessionBackend(_Database, SessionBackend):
                 self._delete_rows(connection, "session_key = ?", (key,))
             return len(stale)
 
-    def _cutoff(self, age: timedelta) -> str:
-        try:
-            return _text_of(self._clock() - age)
-        except OverflowError:  # older than year 1: nothing is that old
-            return _text_of(datetime.min.replace(tzinfo=timezone.utc))
+    def _cutoff(self, seconds: float) -> str:
+        """The stored time ``seconds`` before now (the oldest time when that is before year 1)."""
+        return _text_of(earlier(self._clock(), seconds))
 
     # --- names, alias, context ------------------------------------------------------------------
 
@@ -521,7 +520,7 @@ class SqliteSessionBackend(_Database, SessionBackend):
     def list_stuck_sessions(self, threshold_secs: float) -> list[SessionMetadata]:
         """Sessions running for ``threshold_secs`` or longer (by ``turn_started_at``), the most
         recently active first."""
-        cutoff = self._cutoff(timedelta(seconds=check_amount(threshold_secs, "threshold_secs")))
+        cutoff = self._cutoff(check_amount(threshold_secs, "threshold_secs"))
         return self._list_metadata("s.state = 'running' AND s.turn_started_at <= ?", (cutoff,))
 
     # --- search ---------------------------------------------------------------------------------

@@ -1,0 +1,305 @@
+"""Where real deployments live: permissive umasks, workspaces other users can write, running out
+of file descriptors, metadata that cannot be written, a full disk. Process-wide settings (umask,
+descriptor limits, privileges) are changed in child processes only."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import in_ci, store_class
+from turnlog import ChatMessage
+
+U = ChatMessage.user
+TESTS = Path(__file__).resolve().parent
+
+
+def run_child(impl: str, code: str, *args: str, prefix: tuple[str, ...] = ()) -> str:
+    """Run ``code`` in a fresh Python with ``Store`` the ``impl`` store; its stdout."""
+    script = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(TESTS)!r})\n"
+        "from conftest import store_class\n"
+        f"Store = store_class({impl!r})\n" + textwrap.dedent(code)
+    )
+    done = subprocess.run(
+        [*prefix, sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def needs_root() -> None:
+    if os.geteuid() == 0:
+        return
+    if in_ci():
+        pytest.fail("CI runs as root: this test changes owners and mounts", pytrace=False)
+    pytest.skip("needs root (changes owners, mounts a tmpfs)")
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+# --- umask and who may write the workspace -------------------------------------------------------
+
+
+def test_folders_are_owner_only_whatever_the_umask(impl, tmp_path):
+    run_child(
+        impl,
+        """
+        import os
+        os.umask(0)
+        store = Store(sys.argv[1])
+        store.append("s", {"role": "user", "content": "hi"})
+        store.set_session_name("s", "n")
+        """,
+        str(tmp_path / "a" / "ws"),
+    )
+    ws = tmp_path / "a" / "ws"
+    for folder in (tmp_path / "a", ws, ws / "sessions", ws / ".turnlog", ws / ".turnlog" / "meta"):
+        assert mode(folder) == 0o700, folder
+    assert mode(ws / "sessions" / "s.jsonl") == 0o600
+    assert mode(ws / ".turnlog" / "meta" / "s.json") == 0o600
+
+
+@pytest.mark.parametrize("folder", ["ws", "ws/sessions"])
+def test_a_workspace_other_users_can_write_is_refused(store_cls, tmp_path, folder):
+    store_cls(tmp_path / "ws").append("s", U("mine"))
+    os.chmod(tmp_path / folder, 0o777)
+    with pytest.raises(PermissionError, match=r"writable by other users.*chmod go-w"):
+        store_cls(tmp_path / "ws")
+    os.chmod(tmp_path / folder, 0o755)  # readable by others is fine
+    assert store_cls(tmp_path / "ws").load("s") == [U("mine")]
+
+
+def test_a_swapped_sessions_folder_is_refused(store_cls, tmp_path):
+    """Another user's folder put in place of ``sessions`` (a symlink): the bot would read the
+    forged history and write its users' messages there."""
+    store_cls(tmp_path / "ws").append("s", U("mine"))
+    forged = tmp_path / "forged"
+    forged.mkdir(mode=0o700)
+    (forged / "s.jsonl").write_bytes(b'{"role":"user","content":"forged"}\n')
+    os.rename(tmp_path / "ws" / "sessions", tmp_path / "real")
+    os.symlink(forged, tmp_path / "ws" / "sessions")
+    with pytest.raises(PermissionError, match="symlink"):
+        store_cls(tmp_path / "ws")
+
+
+def test_a_workspace_owned_by_another_user_is_refused(store_cls, tmp_path):
+    needs_root()
+    store_cls(tmp_path / "ws").append("s", U("mine"))
+    os.chown(tmp_path / "ws", 65534, 65534)
+    with pytest.raises(PermissionError, match="belongs to uid 65534"):
+        store_cls(tmp_path / "ws")
+    os.chown(tmp_path / "ws", 0, 0)  # root's is trusted, as ssh trusts it
+    assert store_cls(tmp_path / "ws").load("s") == [U("mine")]
+
+
+# --- an acknowledged write means stored, a failed one nothing stored ---------------------------
+
+
+def test_a_first_append_whose_metadata_cannot_be_written_is_still_acknowledged(
+    store_cls, tmp_path, caplog
+):
+    store = store_cls(tmp_path / "ws")
+    (tmp_path / "ws" / ".turnlog").write_bytes(b"")  # a file where the metadata folder goes
+    with caplog.at_level(logging.WARNING, logger="turnlog"):
+        store.append("s", U("hello"))  # no error: the message is stored, a retry would dup it
+    assert store.load("s") == [U("hello")]
+    assert any("metadata could not be written" in r.getMessage() for r in caplog.records)
+    metadata = store.get_session_metadata("s")
+    assert metadata.message_count == 1 and metadata.created_at is not None
+
+
+def test_a_setter_that_cannot_write_metadata_leaves_no_session(store_cls, tmp_path):
+    store = store_cls(tmp_path / "ws")
+    (tmp_path / "ws" / ".turnlog").write_bytes(b"")
+    with pytest.raises(OSError):
+        store.set_session_name("new", "a name")
+    assert not store.session_exists("new")
+    assert store.list_sessions() == []
+
+
+def test_a_full_disk_fails_the_write_and_stores_nothing(impl, tmp_path):
+    needs_root()
+    mount = tmp_path / "small"
+    mount.mkdir(mode=0o700)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k,mode=0700", "tmpfs", mount], check=True)
+    try:
+        out = run_child(
+            impl,
+            """
+            store = Store(sys.argv[1])
+            store.append("s", {"role": "user", "content": "first"})
+            big = {"role": "user", "content": "x" * 64_000}
+            for call in (lambda: store.append("s", big), lambda: store.append_many("s", [big])):
+                try:
+                    call()
+                except OSError as error:
+                    print("refused", error.errno)
+            try:
+                store.append("t", big)
+            except OSError as error:
+                print("refused new", error.errno)
+            print([m.content for m in store.load("s")], store.session_exists("t"))
+            """,
+            str(mount / "ws"),
+        )
+    finally:
+        subprocess.run(["umount", "-l", mount], check=True)
+    lines = out.splitlines()
+    assert lines[:3] == ["refused 28", "refused 28", "refused new 28"]  # ENOSPC
+    assert lines[3] == "['first'] False"
+
+
+# --- out of file descriptors: an error, never an empty history -----------------------------------
+
+
+def test_running_out_of_descriptors_raises_instead_of_reading_empty(impl, tmp_path):
+    out = run_child(
+        impl,
+        """
+        import errno, os, resource
+        store = Store(sys.argv[1])
+        store.append("s", {"role": "user", "content": "hi"})
+        store.set_session_state("s", "running", "turn-1")
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+        hog = []
+        try:
+            while True:
+                hog.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError:
+            pass
+        for name, call in (
+            ("load", lambda: store.load("s")),
+            ("tail", lambda: store.load("s", limit=1)),
+            ("state", lambda: store.get_session_state("s")),
+            ("metadata", lambda: store.get_session_metadata("s")),
+        ):
+            try:
+                print(name, "returned", call())
+            except OSError as error:
+                print(name, "raised", errno.errorcode[error.errno])
+        for fd in hog:
+            os.close(fd)
+        print("after", [m.content for m in store.load("s")], store.get_session_state("s").state)
+        """,
+        str(tmp_path / "ws"),
+    )
+    assert out.splitlines() == [
+        "load raised EMFILE",
+        "tail raised EMFILE",
+        "state raised EMFILE",
+        "metadata raised EMFILE",
+        "after ['hi'] running",
+    ]
+
+
+def test_adapters_on_one_workspace_share_one_store(tmp_path):
+    from turnlog.integrations._store import resolve_store
+
+    first = resolve_store(None, tmp_path / "ws")
+    assert resolve_store(None, str(tmp_path / "ws")) is first
+    assert resolve_store(None, tmp_path / "ws" / ".." / "ws") is first
+    assert resolve_store(None, tmp_path / "other") is not first
+
+
+# --- one file this user cannot read ------------------------------------------------------------
+
+
+def test_one_unreadable_transcript_does_not_break_search_or_listings(impl, tmp_path):
+    from turnlog import SessionQuery
+
+    store = store_class(impl)(tmp_path / "ws")
+    for key in ("a", "b", "c"):
+        store.append(key, U(f"hello from {key}"))
+    os.chmod(store.transcript_path("b"), 0)
+    os.chmod(tmp_path, 0o755)  # the ordinary user must reach the workspace
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() == 0 and setpriv is None:
+        pytest.skip("setpriv is needed to drop root's right to read any file")
+    prefix = (setpriv, "--bounding-set", "-dac_override,-dac_read_search") if setpriv else ()
+    out = run_child(
+        impl,
+        """
+        from turnlog import SessionQuery
+        store = Store(sys.argv[1])
+        print(sorted(m.key for m in store.search(SessionQuery("hello"))))
+        print(sorted(m.key for m in store.search(SessionQuery(""))))
+        print(sorted(m.key for m in store.list_sessions_with_metadata()))
+        try:
+            store.load("b")
+        except PermissionError:
+            print("load b raised PermissionError")
+        """,
+        str(tmp_path / "ws"),
+        prefix=prefix,
+    )
+    assert out.splitlines() == [
+        "['a', 'c']",
+        "['a', 'c']",
+        "['a', 'c']",
+        "load b raised PermissionError",
+    ]
+    assert SessionQuery("hello").keyword == "hello"
+
+
+def test_cleanup_stale_removes_temp_files_killed_rewrites_left(store_cls, tmp_path):
+    store = store_cls(tmp_path / "ws")
+    store.append("s", U("kept"))
+    store.set_session_name("s", "n")
+    sessions, meta = tmp_path / "ws" / "sessions", tmp_path / "ws" / ".turnlog" / "meta"
+    old = [sessions / ".turnlog-00000000deadbeef.tmp", meta / ".turnlog-0badc0de.tmp"]
+    fresh = sessions / ".turnlog-0000000000c0ffee.tmp"  # a rewrite in progress
+    for path in [*old, fresh]:
+        path.write_bytes(b"partial")
+    for path in old:
+        os.utime(path, (1, 1))
+    assert store.cleanup_stale(24) == 0
+    assert [path.exists() for path in old] == [False, False]
+    assert fresh.exists()
+    assert store.load("s") == [U("kept")] and store.get_session_name("s") == "n"
+
+
+def test_a_failed_delete_changes_nothing(impl, tmp_path):
+    """The transcript cannot be removed (its folder is read-only for this user): the error is
+    raised and the session keeps its metadata (the sidecar used to go first)."""
+    store = store_class(impl)(tmp_path / "ws")
+    store.append("s", U("kept"))
+    store.set_session_name("s", "still named")
+    os.chmod(tmp_path, 0o755)
+    os.chmod(tmp_path / "ws" / "sessions", 0o500)
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() == 0 and setpriv is None:
+        pytest.skip("setpriv is needed to drop root's right to write any folder")
+    prefix = (setpriv, "--bounding-set", "-dac_override,-dac_read_search") if setpriv else ()
+    try:
+        out = run_child(
+            impl,
+            """
+            store = Store(sys.argv[1])
+            try:
+                store.delete_session("s")
+            except PermissionError:
+                print("refused")
+            print(store.get_session_name("s"), [m.content for m in store.load("s")])
+            """,
+            str(tmp_path / "ws"),
+            prefix=prefix,
+        )
+    finally:
+        os.chmod(tmp_path / "ws" / "sessions", 0o700)
+    assert out.splitlines() == ["refused", "still named ['kept']"]
