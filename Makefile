@@ -102,11 +102,21 @@ bench-peers: build-release ## turnlog vs LangChain and OpenAI Agents session sto
 bench-redis: build-release ## append and load(limit=50) against a local Redis, next to JSONL and SQLite
 	$(PY) benches/bench_redis.py
 
+# The x86_64 Linux wheel is manylinux2014 (glibc 2.17), so that it installs on Debian 11, Ubuntu
+# 20.04, RHEL 8 and Amazon Linux 2 too: zig (PyPI's ziglang, in the venv, found on PATH) links it
+# against glibc 2.17's symbols, and `auditwheel show` prints the tag the wheel really earns. The
+# other platforms' wheels come from .github/workflows/release.yml (docs/RELEASING.md).
+WHEEL_COMPAT ?= manylinux2014
+WHEEL_PLATFORM ?= manylinux_2_17_x86_64
+
 .PHONY: wheel
-wheel: install ## build the release wheel (abi3) and sdist into dist/, and smoke-test the wheel in a fresh venv
+wheel: install ## build the manylinux2014 abi3 wheel and the sdist into dist/; smoke-test both, each in a fresh venv
 	rm -f dist/turnlog-*
-	$(VENV)/bin/maturin build --release --sdist -o dist -i $(PY)
-	TURNLOG_WHEEL_TEST=1 TURNLOG_WHEEL="$$(ls dist/turnlog-*.whl)" $(PY) -m pytest tests/test_wheel.py -q -p no:cacheprovider
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/maturin build --release --sdist \
+		--zig --compatibility $(WHEEL_COMPAT) -o dist -i $(PY)
+	$(VENV)/bin/auditwheel show dist/turnlog-*.whl
+	TURNLOG_WHEEL_TEST=1 TURNLOG_WHEEL="$$(ls dist/turnlog-*.whl)" TURNLOG_SDIST="$$(ls dist/turnlog-*.tar.gz)" \
+		TURNLOG_WHEEL_PLATFORM=$(WHEEL_PLATFORM) $(PY) -m pytest tests/test_wheel.py -q -p no:cacheprovider
 
 .PHONY: clean
 clean: ## remove build output and the venv

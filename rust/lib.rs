@@ -13,6 +13,14 @@
 //! - [`search`]: keyword search by scanning message contents.
 //! - [`store`]: locking, appends, tail reads, truncation and atomic rewrites.
 
+// The core is written against Unix file APIs (`flock`, `O_NOFOLLOW`, inode identity, positional
+// reads, permission bits): elsewhere say so plainly rather than with a page of unresolved imports.
+#[cfg(not(unix))]
+compile_error!(
+    "turnlog's Rust core supports Unix only (Linux, macOS, the BSDs): docs/RELEASING.md lists \
+     what a Windows port needs"
+);
+
 pub mod batch;
 pub mod bigint;
 pub mod fdcache;

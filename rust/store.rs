@@ -46,16 +46,15 @@ impl<T> Context<T> for io::Result<T> {
     }
 }
 
-fn flock(file: &File, operation: libc::c_int) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
+/// Runs a lock call again when a signal interrupted it. The standard library's `File::lock`,
+/// `lock_shared` and `unlock` are one `flock(2)` each on Unix (`LockFileEx`/`UnlockFile` on
+/// Windows): the same whole-file lock the pure-Python store takes with `fcntl.flock`, so the
+/// two exclude each other; a blocked `flock` fails with EINTR when a signal handler runs.
+fn retrying(mut call: impl FnMut() -> io::Result<()>) -> io::Result<()> {
     loop {
-        // SAFETY: flock only reads the descriptor number, which `file` keeps open.
-        if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
-            return Ok(());
-        }
-        let error = io::Error::last_os_error();
-        if error.kind() != io::ErrorKind::Interrupted {
-            return Err(error);
+        match call() {
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            done => return done,
         }
     }
 }
@@ -133,7 +132,7 @@ fn lock(path: &Path, create: bool) -> io::Result<Option<Locked>> {
 /// Locks an open `file` of `path`; `None` (file closed) when the path no longer names it: a
 /// rewrite renamed a new file over it, or it was deleted, while we waited for the lock.
 fn lock_open(file: File, path: &Path, created: bool) -> io::Result<Option<Locked>> {
-    flock(&file, libc::LOCK_EX)?;
+    retrying(|| file.lock())?;
     let held = file.metadata()?;
     if !held.is_file() {
         return Err(not_a_session_file());
@@ -282,7 +281,7 @@ impl Store {
             self.sync_dir()?;
         }
         // Kept open for the next append, unlocked: only a held lock excludes other writers.
-        flock(&file, libc::LOCK_UN).at(&path)?;
+        retrying(|| file.unlock()).at(&path)?;
         self.open_files.put(path, file);
         Ok(Appended {
             created,
@@ -579,7 +578,7 @@ fn compact_block(block: &[u8], out: &mut impl Write) -> io::Result<()> {
 /// so a read of `[0, len)` sees whole lines as they were written, never the head of one line
 /// and the tail of a later one. Appends wait for it too; rewrites never touch this inode.
 pub fn snapshot_len(file: &File) -> io::Result<u64> {
-    flock(file, libc::LOCK_SH)?;
+    retrying(|| file.lock_shared())?;
     Ok(file.metadata()?.len())
 }
 

@@ -47,7 +47,7 @@ def is_not_a_session(error: OSError) -> bool:
 
 
 #: Never through a symlink, and never waiting: opening a FIFO would block until a writer came.
-NO_FOLLOW_NO_WAIT = os.O_NOFOLLOW | os.O_NONBLOCK
+NO_FOLLOW_NO_WAIT = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
 
 
 def not_a_session_file(path: str) -> OSError:
