@@ -6,15 +6,19 @@
 //! does across processes. The holder re-checks after locking that the path still names the
 //! file, so a cached descriptor of a replaced or deleted file is never written. After a `fork`
 //! the child starts with an empty cache: an inherited descriptor shares its `flock` with the
-//! parent's, which would let the two overlap.
+//! parent's, which would let the two overlap. If a thread of the parent held the cache's mutex
+//! at the fork, the child's copy stays locked forever (that thread does not exist there): the
+//! child then goes without a cache rather than wait.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 
-/// How many files one store keeps open: enough for the sessions a worker is busy with, few
-/// enough to be harmless next to the process's descriptor limit.
-const CAPACITY: usize = 16;
+/// How many files a process keeps open, across all its stores: enough for the sessions a worker
+/// is busy with, few enough to be harmless next to the process's descriptor limit whatever the
+/// number of stores (a bot may build one per chat).
+const CAPACITY: usize = 64;
 
 #[derive(Debug, Default)]
 struct Entries {
@@ -22,43 +26,74 @@ struct Entries {
     files: Vec<(PathBuf, File)>,
 }
 
-/// The open files of one store, most recently used last.
+/// Open session files, most recently used last, keyed by their absolute path.
 #[derive(Debug, Default)]
 pub struct OpenFiles {
     entries: Mutex<Entries>,
+    /// The process that last used `entries` (0: none yet), read without taking the mutex.
+    owner: AtomicU32,
 }
 
+/// The one cache of the process: every store's appends share it, so descriptors are bounded per
+/// process, not per store.
+pub static OPEN_FILES: OpenFiles = OpenFiles::new();
+
 impl OpenFiles {
-    fn with_entries<T>(&self, f: impl FnOnce(&mut Vec<(PathBuf, File)>) -> T) -> T {
-        // A panic while holding the lock cannot leave the list inconsistent: use it as it is.
-        let mut entries = self
-            .entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+    /// An empty cache.
+    pub const fn new() -> Self {
+        Self {
+            entries: Mutex::new(Entries {
+                pid: 0,
+                files: Vec::new(),
+            }),
+            owner: AtomicU32::new(0),
+        }
+    }
+
+    /// The entries, emptied first in a process forked since they were filled; `None` in a
+    /// forked child whose copy of the mutex a vanished thread holds.
+    fn entries(&self) -> Option<MutexGuard<'_, Entries>> {
         let pid = std::process::id();
+        let owner = self.owner.load(Ordering::Acquire);
+        // A panic while holding the lock cannot leave the list inconsistent: use it as it is.
+        // Not yet this process's (a first use, or a fork since): only try, and go without the
+        // cache this once if another thread has it.
+        let mut entries = if owner == pid {
+            self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+        } else {
+            match self.entries.try_lock() {
+                Ok(entries) => entries,
+                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                Err(TryLockError::WouldBlock) => return None,
+            }
+        };
         if entries.pid != pid {
             entries.pid = pid;
             entries.files.clear();
+            self.owner.store(pid, Ordering::Release);
         }
-        f(&mut entries.files)
+        Some(entries)
     }
 
     /// The open file of `path`, removed from the cache while the caller uses it.
     pub fn take(&self, path: &Path) -> Option<File> {
-        self.with_entries(|files| {
-            let index = files.iter().position(|(cached, _)| cached == path)?;
-            Some(files.remove(index).1)
-        })
+        let mut entries = self.entries()?;
+        let index = entries
+            .files
+            .iter()
+            .position(|(cached, _)| cached == path)?;
+        Some(entries.files.remove(index).1)
     }
 
-    /// Gives `file` (of `path`) back for the next append, evicting the least recently used.
+    /// Gives `file` (of `path`) back for the next append, evicting the least recently used
+    /// (or closes it, when the cache cannot be had).
     pub fn put(&self, path: PathBuf, file: File) {
-        self.with_entries(|files| {
-            if files.len() >= CAPACITY {
-                files.remove(0);
+        if let Some(mut entries) = self.entries() {
+            if entries.files.len() >= CAPACITY {
+                entries.files.remove(0);
             }
-            files.push((path, file));
-        });
+            entries.files.push((path, file));
+        }
     }
 
     /// Closes the cached file of `path`, if any (its session was rewritten or deleted).

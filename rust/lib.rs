@@ -10,6 +10,7 @@
 //! - [`fdcache`]: session files kept open between appends.
 //! - [`json`]: writing JSON strings exactly as Python's `json.dumps(ensure_ascii=False)` does.
 //! - [`lines`]: reading a file's lines forwards and backwards in bounded memory.
+//! - [`lock`]: the `flock` protocol shared with the pure-Python store, with bounded waits.
 //! - [`search`]: keyword search by scanning message contents.
 //! - [`store`]: locking, appends, tail reads, truncation and atomic rewrites.
 
@@ -28,6 +29,7 @@ pub mod fuzzing;
 pub mod json;
 pub mod keys;
 pub mod lines;
+pub mod lock;
 pub mod record;
 pub mod search;
 pub mod store;

@@ -1,11 +1,6 @@
-//! The JSONL session store's file operations, free of Python: locking, appends that survive a
-//! torn last line, tail reads, in-place truncation and atomic rewrites.
-//!
-//! Locking: every writer takes `flock(LOCK_EX)` on the transcript itself (the pure-Python store
-//! does the same, so they exclude each other). Because a rewrite renames a new file over the
-//! path, a writer that opened the old file must notice, after it gets the lock, that the path
-//! now names another inode, and start again; otherwise its append would land in the replaced
-//! file and be lost. `flock` dies with its process, so a SIGKILLed writer blocks nobody.
+//! The JSONL session store's file operations, free of Python: appends that survive a torn last
+//! line, tail reads, in-place truncation and atomic rewrites, each under the session's lock
+//! ([`crate::lock`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -15,9 +10,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::fdcache::OpenFiles;
+use crate::fdcache::OPEN_FILES;
 use crate::keys::{self, KeyError};
 use crate::lines::{self, Forward, Span};
+use crate::lock::{lock, lock_open, lock_unguarded, open_read, retrying, writable, Locked};
+pub use crate::lock::{snapshot, tail_range, LockWait, Snapshot};
 use crate::record;
 use crate::search::Query;
 
@@ -46,40 +43,6 @@ impl<T> Context<T> for io::Result<T> {
     }
 }
 
-/// Runs a lock call again when a signal interrupted it. The standard library's `File::lock`,
-/// `lock_shared` and `unlock` are one `flock(2)` each on Unix (`LockFileEx`/`UnlockFile` on
-/// Windows): the same whole-file lock the pure-Python store takes with `fcntl.flock`, so the
-/// two exclude each other; a blocked `flock` fails with EINTR when a signal handler runs.
-fn retrying(mut call: impl FnMut() -> io::Result<()>) -> io::Result<()> {
-    loop {
-        match call() {
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            done => return done,
-        }
-    }
-}
-
-/// Opens a session file for reading, never through a symlink.
-fn open_read(path: &Path) -> io::Result<File> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(NO_FOLLOW_NO_WAIT)
-        .open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(not_a_session_file());
-    }
-    Ok(file)
-}
-
-/// Never through a symlink, and never waiting: opening a FIFO would block until a writer came.
-const NO_FOLLOW_NO_WAIT: libc::c_int = libc::O_NOFOLLOW | libc::O_NONBLOCK;
-
-/// What opening a FIFO, socket or device where a session file should be gives: like a symlink,
-/// it is not a session; reads find nothing (with a warning) and writes fail.
-fn not_a_session_file() -> io::Error {
-    io::Error::from_raw_os_error(libc::EINVAL)
-}
-
 /// What an [`Store::append`] found and did besides writing its records.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Appended {
@@ -87,66 +50,6 @@ pub struct Appended {
     pub created: bool,
     /// The file ended in a torn line (a writer died mid-line): a newline went first.
     pub repaired_torn_tail: bool,
-}
-
-/// A session file held under an exclusive `flock`; dropping it closes the file and unlocks.
-struct Locked {
-    file: File,
-    len: u64,
-    /// This call created the file (so a failed first write removes it again).
-    created: bool,
-}
-
-fn open_write(path: &Path, create_new: bool) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create_new(create_new)
-        .mode(0o600)
-        .custom_flags(NO_FOLLOW_NO_WAIT)
-        .open(path)
-}
-
-/// Opens `path` for writing and locks it, making sure the lock is on the file the path names
-/// now. `None` when the file does not exist and `create` is false.
-fn lock(path: &Path, create: bool) -> io::Result<Option<Locked>> {
-    loop {
-        let (file, created) = match open_write(path, false) {
-            Ok(file) => (file, false),
-            Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
-                match open_write(path, true) {
-                    Ok(file) => (file, true),
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                    Err(e) => return Err(e),
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        if let Some(locked) = lock_open(file, path, created)? {
-            return Ok(Some(locked));
-        }
-    }
-}
-
-/// Locks an open `file` of `path`; `None` (file closed) when the path no longer names it: a
-/// rewrite renamed a new file over it, or it was deleted, while we waited for the lock.
-fn lock_open(file: File, path: &Path, created: bool) -> io::Result<Option<Locked>> {
-    retrying(|| file.lock())?;
-    let held = file.metadata()?;
-    if !held.is_file() {
-        return Err(not_a_session_file());
-    }
-    match fs::symlink_metadata(path) {
-        Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => Ok(Some(Locked {
-            len: held.len(),
-            file,
-            created,
-        })),
-        Ok(_) => Ok(None),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
 }
 
 fn temp_suffix() -> u64 {
@@ -182,7 +85,8 @@ pub struct Store {
     dir: PathBuf,
     /// fsync files and the folder before a write returns (survive power loss).
     durable: bool,
-    open_files: OpenFiles,
+    /// How long a call waits for a session's lock.
+    wait: LockWait,
 }
 
 impl Store {
@@ -191,8 +95,18 @@ impl Store {
         Store {
             dir: dir.into(),
             durable,
-            open_files: OpenFiles::default(),
+            wait: None,
         }
+    }
+
+    /// The same store, waiting at most `wait` for a session's lock.
+    pub fn waiting(self, wait: LockWait) -> Self {
+        Store { wait, ..self }
+    }
+
+    /// How long a call waits for a session's lock.
+    pub fn lock_wait(&self) -> LockWait {
+        self.wait
     }
 
     pub fn dir(&self) -> &Path {
@@ -238,51 +152,68 @@ impl Store {
 
     /// Appends encoded records (each ending in a newline) with one locked write. A torn last
     /// line gets its newline first, in the same write, so the record never joins it. On a
-    /// failed write the file is cut back to its old length.
-    pub fn append(&self, key: &str, records: &[u8]) -> Result<Appended> {
+    /// failed write the file is cut back to its old length. `None` (nothing written) when the
+    /// session has no file and `create` is false.
+    pub fn append(&self, key: &str, records: &[u8], create: bool) -> Result<Option<Appended>> {
         let path = self.path(key)?;
         if records.is_empty() {
-            return Ok(Appended::default());
+            return Ok(Some(Appended::default()));
         }
-        let cached = match self.open_files.take(&path) {
-            Some(file) => lock_open(file, &path, false).at(&path)?,
+        let cached = match OPEN_FILES.take(&path) {
+            Some(file) => lock_open(file, &path, self.wait)
+                .at(&path)?
+                .and_then(writable),
             None => None,
         };
-        let locked = match cached {
-            Some(locked) => locked,
-            None => lock(&path, true)
-                .at(&path)?
-                .ok_or_else(|| Error::Io(io::Error::from(io::ErrorKind::NotFound), path.clone()))?,
+        let (file, len, created) = match cached {
+            Some((file, len)) => (file, len, false),
+            None => match lock_unguarded(&path, create, self.wait).at(&path)? {
+                Some(locked) => locked,
+                None => return Ok(None),
+            },
         };
-        let Locked { file, len, created } = locked;
+        let written = self.write_locked(&file, &path, len, created, records);
+        // Kept open for the next append, unlocked: only a held lock excludes other writers.
+        retrying(|| file.unlock()).at(&path)?;
+        let appended = written?;
+        OPEN_FILES.put(path, file);
+        Ok(Some(appended))
+    }
+
+    /// The write of [`Store::append`], on the locked `file` of `len` bytes.
+    fn write_locked(
+        &self,
+        file: &File,
+        path: &Path,
+        len: u64,
+        created: bool,
+        records: &[u8],
+    ) -> Result<Appended> {
         let mut last = [0u8; 1];
         let torn = len > 0 && {
-            file.read_exact_at(&mut last, len - 1).at(&path)?;
+            file.read_exact_at(&mut last, len - 1).at(path)?;
             last[0] != b'\n'
         };
         let written = if torn {
             let mut data = Vec::with_capacity(records.len() + 1);
             data.push(b'\n');
             data.extend_from_slice(records);
-            (&file).write_all(&data)
+            (&*file).write_all(&data)
         } else {
-            (&file).write_all(records)
+            (&*file).write_all(records)
         };
-        if let Err(error) = written.and_then(|()| self.sync_file(&file)) {
+        if let Err(error) = written.and_then(|()| self.sync_file(file)) {
             // Leave no trace: a new session disappears again, an old one gets its length back.
             let _ = if created {
-                fs::remove_file(&path)
+                fs::remove_file(path)
             } else {
                 file.set_len(len)
             };
-            return Err(Error::Io(error, path));
+            return Err(Error::Io(error, path.to_path_buf()));
         }
         if created {
             self.sync_dir()?;
         }
-        // Kept open for the next append, unlocked: only a held lock excludes other writers.
-        retrying(|| file.unlock()).at(&path)?;
-        self.open_files.put(path, file);
         Ok(Appended {
             created,
             repaired_torn_tail: torn,
@@ -298,7 +229,7 @@ impl Store {
         write: impl FnOnce(&mut io::BufWriter<&File>) -> io::Result<()>,
     ) -> Result<()> {
         // The cached descriptor would name the replaced file: close it rather than keep it.
-        self.open_files.forget(path);
+        OPEN_FILES.forget(path);
         let mode = locked.file.metadata().at(path)?.permissions().mode() & 0o7777;
         let (temp_path, temp) = loop {
             let candidate = self
@@ -338,7 +269,7 @@ impl Store {
     /// `None` (and no lock kept) when there is no file or no valid message in it.
     fn lock_newest(&self, key: &str) -> Result<Option<(PathBuf, Locked, Span)>> {
         let path = self.path(key)?;
-        let Some(locked) = lock(&path, false).at(&path)? else {
+        let Some(locked) = lock(&path, false, self.wait).at(&path)? else {
             return Ok(None);
         };
         let newest = lines::last_valid(&locked.file, locked.len, 1)
@@ -407,7 +338,7 @@ impl Store {
     /// space, atomically; leaves the file alone when that would change nothing.
     pub fn compact(&self, key: &str) -> Result<()> {
         let path = self.path(key)?;
-        let Some(locked) = lock(&path, false).at(&path)? else {
+        let Some(locked) = lock(&path, false, self.wait).at(&path)? else {
             return Ok(());
         };
         // One pass finds out whether anything would change, so an already compact session
@@ -463,7 +394,7 @@ impl Store {
     /// Empties the session, keeping its file. Returns how many valid messages it held.
     pub fn clear(&self, key: &str) -> Result<usize> {
         let path = self.path(key)?;
-        let Some(locked) = lock(&path, false).at(&path)? else {
+        let Some(locked) = lock(&path, false, self.wait).at(&path)? else {
             return Ok(0);
         };
         let count = lines::count_valid(&locked.file, locked.len).at(&path)?;
@@ -477,12 +408,12 @@ impl Store {
     /// Deletes the session file. Returns whether it existed.
     pub fn delete(&self, key: &str) -> Result<bool> {
         let path = self.path(key)?;
-        let Some(locked) = lock(&path, false).at(&path)? else {
+        let Some(locked) = lock(&path, false, self.wait).at(&path)? else {
             return Ok(false);
         };
         fs::remove_file(&path).at(&path)?;
         drop(locked);
-        self.open_files.forget(&path);
+        OPEN_FILES.forget(&path);
         self.sync_dir()?;
         Ok(true)
     }
@@ -524,8 +455,8 @@ impl Store {
             let Some((file, path)) = self.open(key)? else {
                 continue;
             };
-            let len = snapshot_len(&file).at(&path)?;
-            if query.matches_file(&file, len).at(&path)? {
+            let held = snapshot(&file, self.wait).at(&path)?;
+            if query.matches_file(&file, held.len).at(&path)? {
                 found.push(key.clone());
             }
         }
@@ -537,9 +468,9 @@ impl Store {
         let Some((file, path)) = self.open(key)? else {
             return Ok(None);
         };
-        let len = snapshot_len(&file).at(&path)?;
+        let held = snapshot(&file, self.wait).at(&path)?;
         let meta = file.metadata().at(&path)?;
-        let count = lines::count_valid(&file, len).at(&path)?;
+        let count = lines::count_valid(&file, held.len).at(&path)?;
         let mtime = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
         Ok(Some((count, mtime)))
     }
@@ -573,27 +504,10 @@ fn compact_block(block: &[u8], out: &mut impl Write) -> io::Result<()> {
     out.write_all(&block[pending..start])
 }
 
-/// Takes a shared lock on an open session file, held until the file is closed, and returns its
-/// length. While it is held no writer cuts the file in place (`remove_last`, `clear_messages`),
-/// so a read of `[0, len)` sees whole lines as they were written, never the head of one line
-/// and the tail of a later one. Appends wait for it too; rewrites never touch this inode.
-pub fn snapshot_len(file: &File) -> io::Result<u64> {
-    retrying(|| file.lock_shared())?;
-    Ok(file.metadata()?.len())
-}
-
-/// The byte range holding the newest `limit` valid messages of an open session file, read
-/// under a shared lock ([`snapshot_len`]).
-pub fn tail_range(file: &File, limit: usize) -> io::Result<(u64, u64)> {
-    let len = snapshot_len(file)?;
-    let spans = lines::last_valid(file, len, limit)?;
-    let range = spans.first().map_or((len, len), |first| (first.start, len));
-    Ok(range)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, Instant};
 
     fn store() -> (Store, PathBuf) {
         let dir = std::env::temp_dir().join(format!(
@@ -653,14 +567,19 @@ mod tests {
         let (store, dir) = store();
         let path = store.path("s").unwrap();
         fs::write(&path, b"{\"role\":\"user\",\"con").unwrap();
-        let appended = store.append("s", A).unwrap();
+        let appended = store.append("s", A, true).unwrap().unwrap();
         assert!(appended.repaired_torn_tail && !appended.created);
         assert_eq!(
             fs::read(&path).unwrap(),
             [&b"{\"role\":\"user\",\"con\n"[..], A].concat()
         );
-        assert_eq!(store.append("s", A).unwrap(), Appended::default());
-        let created = store.append("t", A).unwrap();
+        assert_eq!(
+            store.append("s", A, true).unwrap(),
+            Some(Appended::default())
+        );
+        assert_eq!(store.append("u", A, false).unwrap(), None);
+        assert!(!store.path("u").unwrap().exists());
+        let created = store.append("t", A, true).unwrap().unwrap();
         assert!(created.created && !created.repaired_torn_tail);
         fs::remove_dir_all(dir).unwrap();
     }
@@ -679,6 +598,31 @@ mod tests {
         assert!(!store.remove_last("s").unwrap());
         assert_eq!(fs::read(&path).unwrap(), b"junk\n  torn");
         assert!(!store.remove_last("missing").unwrap());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_bounded_wait_for_a_held_lock_times_out() {
+        let (store, dir) = store();
+        let store = store.waiting(Some(Duration::from_millis(50)));
+        let path = store.path("s").unwrap();
+        fs::write(&path, A).unwrap();
+        let holder = File::open(&path).unwrap();
+        holder.lock().unwrap();
+        let started = Instant::now();
+        let Err(Error::Io(error, _)) = store.remove_last("s") else {
+            panic!("a held lock must time out");
+        };
+        assert_eq!(error.raw_os_error(), Some(libc::ETIMEDOUT));
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        let read = File::open(&path).unwrap();
+        let waited = snapshot(&read, Some(Duration::from_millis(20)));
+        assert_eq!(
+            waited.err().and_then(|e| e.raw_os_error()),
+            Some(libc::ETIMEDOUT)
+        );
+        holder.unlock().unwrap();
+        assert!(store.remove_last("s").unwrap());
         fs::remove_dir_all(dir).unwrap();
     }
 
@@ -705,7 +649,9 @@ mod tests {
         let path = store.path("a/b").unwrap();
         assert!(!store.update_last("a/b", B).unwrap());
         assert!(!path.exists());
-        store.append("a/b", &[A, b" junk\n", A].concat()).unwrap();
+        store
+            .append("a/b", &[A, b" junk\n", A].concat(), true)
+            .unwrap();
         assert!(store.update_last("a/b", B).unwrap());
         assert_eq!(fs::read(&path).unwrap(), [A, b" junk\n", B].concat());
         fs::write(&path, [b"  ", A, b"\n", B, b"x"].concat()).unwrap();

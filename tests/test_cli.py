@@ -489,6 +489,9 @@ DAMAGE: list[tuple[bytes, str | None]] = [
     (b'{"role":"user","content":"x"', "truncated JSON"),
     (b'{"role":"user" "content":"x"}', "not JSON: expecting ',' delimiter (column 16)"),
     (b'  {"role":"user","content":"padded"}\r', None),  # white space and CRLF are fine
+    # Two writers that ignore the lock, each writing a record and its newline apart:
+    (b'{"role":"user","content":"a"}{"role":"user","content":"b"}', "two records glued"),
+    (b'{"role":"user","con{"role":"user","content":"b"}', "two records glued"),
     (b'{"role":"user","content":"cut sh', "torn last line (no newline): truncated JSON"),
 ]
 

@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -303,3 +304,171 @@ def test_a_failed_delete_changes_nothing(impl, tmp_path):
     finally:
         os.chmod(tmp_path / "ws" / "sessions", 0o700)
     assert out.splitlines() == ["refused", "still named ['kept']"]
+
+
+def test_a_setter_racing_the_first_append_keeps_its_metadata(impl, tmp_path):
+    """One process makes fresh sessions with their first append; as soon as each transcript
+    appears, a second process names the session and starts its turn and a third appends to it.
+    Every name and running state is kept: the creating append used to start the sidecar after
+    its write, under a second lock, and wrote over the setter's when the third had written
+    since."""
+    keys = [f"chat{i}" for i in range(100)]
+    store_class(impl)(tmp_path / "ws")  # the workspace, before the three race
+    code = """
+        import os, sys, time
+        store = Store(sys.argv[1])
+        keys = [f"chat{i}" for i in range(100)]
+
+        def appeared(key):
+            deadline = time.monotonic() + 60
+            while not os.path.exists(store.transcript_path(key)):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(key)
+
+        if sys.argv[2] == "create":
+            # The creator is slow right after its append's write (a busy machine deschedules it
+            # there): whatever it still does for the session comes after the others' calls.
+            finish = type(store)._appended
+
+            def slowly(self, key, appended):
+                time.sleep(0.02)
+                finish(self, key, appended)
+
+            type(store)._appended = slowly
+
+        for key in keys:
+            if sys.argv[2] == "create":
+                store.append(key, {"role": "user", "content": "first"})
+            elif sys.argv[2] == "set":
+                appeared(key)
+                store.set_session_name(key, "named " + key)
+                store.set_session_state(key, "running", "turn-" + key)
+            else:
+                appeared(key)
+                store.append(key, {"role": "user", "content": "second"})
+        """
+    script = (
+        f"import sys\nsys.path.insert(0, {str(TESTS)!r})\nfrom conftest import store_class\n"
+        f"Store = store_class({impl!r})\n" + textwrap.dedent(code)
+    )
+    racers = [
+        subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "ws"), role])
+        for role in ("set", "append", "create")
+    ]
+    assert [racer.wait(120) for racer in racers] == [0, 0, 0]
+    store = store_class(impl)(tmp_path / "ws")
+    lost = [
+        key
+        for key in keys
+        if store.get_session_name(key) != "named " + key
+        or store.get_session_state(key).state != "running"
+    ]
+    assert lost == []
+    assert all(U("first") in store.load(key) for key in keys)
+
+
+def test_descriptors_are_bounded_per_process_not_per_store(impl, tmp_path):
+    """A bot that builds one store per chat: a thousand stores, each appending to its chat,
+    under a 256-descriptor limit. The Rust store's open-file cache is one per process (it was 16
+    files per store, and a thousand stores ran out of descriptors)."""
+    out = run_child(
+        impl,
+        """
+        import os, resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        before = len(os.listdir("/proc/self/fd"))
+        stores = []
+        for chat in range(1000):
+            store = Store(sys.argv[1])
+            store.append(f"chat{chat}", {"role": "user", "content": "hi"})
+            stores.append(store)
+        print(len(os.listdir("/proc/self/fd")) - before <= 70, len(stores[0].list_sessions()))
+        """,
+        str(tmp_path / "ws"),
+    )
+    assert out.split() == ["True", "1000"]
+
+
+def test_a_transcript_made_read_only_refuses_appends_in_both_stores(impl, tmp_path):
+    """``chmod 0444`` on a transcript: the next append is refused by the Rust store as by the
+    pure one (the Rust store used to go on through the descriptor it had kept open)."""
+    os.chmod(tmp_path, 0o755)
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() == 0 and setpriv is None:
+        pytest.skip("setpriv is needed to drop root's right to write any file")
+    prefix = (setpriv, "--bounding-set", "-dac_override,-dac_read_search") if setpriv else ()
+    out = run_child(
+        impl,
+        """
+        import os
+        store = Store(sys.argv[1])
+        store.append("s", {"role": "user", "content": "a"})
+        store.append("s", {"role": "user", "content": "b"})
+        os.chmod(store.transcript_path("s"), 0o444)
+        try:
+            store.append("s", {"role": "user", "content": "c"})
+        except PermissionError as error:
+            print("refused", error.filename == store.transcript_path("s"))
+        print([m.content for m in store.load("s")])
+        """,
+        str(tmp_path / "ws"),
+        prefix=prefix,
+    )
+    assert out.splitlines() == ["refused True", "['a', 'b']"]
+
+
+def test_a_bounded_lock_wait_raises_timeout_error_and_changes_nothing(store_cls, tmp_path):
+    """A writer stopped while holding a session's lock (SIGSTOP, a debugger): with
+    ``lock_timeout`` every call on that session gives up with ``TimeoutError``."""
+    from turnlog.backends import files
+
+    store = store_cls(tmp_path / "ws", lock_timeout=0.2)
+    assert store.lock_timeout == 0.2
+    store.append("s", U("a"))
+    store.append("other", U("free"))
+    calls = {
+        "load": lambda: store.load("s"),
+        "tail": lambda: store.load("s", limit=1),
+        "append": lambda: store.append("s", U("b")),
+        "remove_last": lambda: store.remove_last("s"),
+        "pop_last": lambda: store.pop_last("s"),
+        "compact": lambda: store.compact("s"),
+        "set_session_name": lambda: store.set_session_name("s", "n"),
+    }
+    with files.locked(store.transcript_path("s"), create=False):  # the stopped writer
+        for name, call in calls.items():
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                call()
+            assert 0.15 <= time.monotonic() - started < 5, name
+        assert store.load("other") == [U("free")]  # other sessions are not held up
+    assert store.load("s") == [U("a")]  # nothing changed
+    assert store.pop_last("s") == U("a")
+    with pytest.raises(ValueError):
+        store_cls(tmp_path / "ws", lock_timeout=-1)
+
+
+def test_a_deeply_nested_message_is_valid_from_any_caller_stack_depth(store_cls, tmp_path):
+    """A message nested 101 levels is valid (the limit is 128). Called from deep in a caller's
+    stack, the pure store read it as corrupt (its recursive JSON parser hit the recursion limit),
+    so ``compact`` deleted it and ``append`` raised ``RecursionError``."""
+    import sys
+
+    store = store_cls(tmp_path / "ws")
+    nested: object = "bottom"
+    for _ in range(100):
+        nested = [nested]
+    deep = {"role": "tool", "content": "deep", "tree": nested}
+
+    def at_depth(frames: int, call):
+        return call() if frames == 0 else at_depth(frames - 1, call)
+
+    frames = sys.getrecursionlimit() - 80  # just enough room for the store's own calls
+    at_depth(frames, lambda: store.append("s", deep))
+    store.append("s", U("after"))
+    assert [m.content for m in at_depth(frames, lambda: store.load("s"))] == ["deep", "after"]
+    at_depth(frames, lambda: store.compact("s"))
+    loaded = store.load("s")
+    assert [m.content for m in loaded] == ["deep", "after"]
+    assert loaded[0].extra["tree"] == nested

@@ -132,9 +132,7 @@ def test_python_modules_stay_under_600_lines(module):
     assert lines <= 600, f"{module} has {lines} lines"
 
 
-@pytest.mark.parametrize(
-    "path", sorted(RUST.rglob("*.rs")), ids=lambda p: str(p.relative_to(RUST))
-)
+@pytest.mark.parametrize("path", sorted(RUST.rglob("*.rs")), ids=lambda p: str(p.relative_to(RUST)))
 def test_rust_files_stay_under_600_lines_before_their_tests(path):
     text = path.read_text(encoding="utf-8")
     code = text.split("#[cfg(test)]", 1)[0]

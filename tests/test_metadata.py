@@ -259,12 +259,12 @@ def test_cleanup_stale_spares_a_session_appended_after_it_looked(store_cls, tmp_
     real_locked = _files.locked
     raced = []
 
-    def locked_after_an_append(path, *, create):
+    def locked_after_an_append(path, *, create, timeout=None):
         # Runs once cleanup has listed the sessions and is about to lock one of them.
         if path == transcript(store, "old") and not raced:
             raced.append(path)
             other.append("old", U("just acknowledged"))
-        return real_locked(path, create=create)
+        return real_locked(path, create=create, timeout=timeout)
 
     monkeypatch.setattr(_files, "locked", locked_after_an_append)
     assert store.cleanup_stale(24) == 1

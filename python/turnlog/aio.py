@@ -363,12 +363,15 @@ class AsyncSessionStore(AsyncBackend[SessionStore]):
         workspace: The workspace folder; sessions live in ``<workspace>/sessions/`` (created,
             owner-only, right here: two ``mkdir`` calls on the caller's thread).
         durability: ``"process"`` (default) or ``"power"``, as for ``SessionStore``.
+        lock_timeout: Seconds to wait for a session's lock before ``TimeoutError``, as for
+            ``SessionStore``; ``None`` (default): no limit.
         max_workers: Threads of the general pool (see ``AsyncBackend``).
         bulk_workers: Threads of the bulk pool (see ``AsyncBackend``).
 
     Raises:
         NotADirectoryError: ``workspace`` exists and is not a folder.
-        ValueError: a bad ``durability`` or worker count.
+        PermissionError: other users could write or swap the workspace.
+        ValueError: a bad ``durability``, ``lock_timeout`` or worker count.
     """
 
     def __init__(
@@ -376,11 +379,12 @@ class AsyncSessionStore(AsyncBackend[SessionStore]):
         workspace: PathLike,
         *,
         durability: Durability = "process",
+        lock_timeout: float | None = None,
         max_workers: int | None = None,
         bulk_workers: int = 1,
     ) -> None:
         super().__init__(
-            SessionStore(workspace, durability=durability),
+            SessionStore(workspace, durability=durability, lock_timeout=lock_timeout),
             max_workers=max_workers,
             bulk_workers=bulk_workers,
         )

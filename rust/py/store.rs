@@ -1,6 +1,7 @@
 //! `JsonlStore`: the native half of `turnlog.SessionStore` (`python/turnlog/backends/jsonl/rust.py`).
 
 use std::ops::ControlFlow;
+use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -81,9 +82,14 @@ pub struct JsonlStore {
 #[pymethods]
 impl JsonlStore {
     #[new]
-    fn new(sessions_dir: std::path::PathBuf, durable: bool) -> Self {
+    /// `lock_timeout`: seconds to wait for a session's lock (checked by the Python layer), or
+    /// `None` to wait as long as it takes.
+    #[pyo3(signature = (sessions_dir, durable, lock_timeout=None))]
+    fn new(sessions_dir: std::path::PathBuf, durable: bool, lock_timeout: Option<f64>) -> Self {
+        let wait = lock_timeout
+            .map(|seconds| Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX));
         JsonlStore {
-            store: Store::new(sessions_dir, durable),
+            store: Store::new(sessions_dir, durable).waiting(wait),
         }
     }
 
@@ -100,16 +106,19 @@ impl JsonlStore {
             return Ok(PyList::empty(py));
         };
         let io_error = |e| to_py(store::Error::Io(e, path.clone()));
-        let (start, end) = match limit {
+        // Held (a shared lock) until the load is done.
+        let (held, start) = match limit {
             Some(0) => return Ok(PyList::empty(py)),
             Some(n) => py
-                .detach(|| store::tail_range(&file, n))
+                .detach(|| store::tail_range(&file, n, self.store.lock_wait()))
                 .map_err(io_error)?,
             None => (
+                py.detach(|| store::snapshot(&file, self.store.lock_wait()))
+                    .map_err(io_error)?,
                 0,
-                py.detach(|| store::snapshot_len(&file)).map_err(io_error)?,
             ),
         };
+        let end = held.len;
         // Appended to batch by batch: a side vector of the whole result would be memory that
         // grows with the session beyond the objects returned.
         let messages = PyList::empty(py);
@@ -133,35 +142,35 @@ impl JsonlStore {
         Ok(messages)
     }
 
-    /// `(created the file, repaired a torn last line)`.
+    /// `(created the file, repaired a torn last line)`; `None` (nothing written) when the
+    /// session has no file and `create` is false.
+    #[pyo3(signature = (key, message, create = true))]
     fn append(
         &self,
         py: Python<'_>,
         key: &Bound<'_, PyAny>,
         message: &Bound<'_, PyAny>,
-    ) -> PyResult<(bool, bool)> {
+        create: bool,
+    ) -> PyResult<Option<(bool, bool)>> {
         let mut line = Vec::with_capacity(128);
         encode_into(message, &mut line)?;
-        let key = key_str(key)?;
-        let appended = py.detach(|| self.store.append(key, &line)).map_err(to_py)?;
-        Ok((appended.created, appended.repaired_torn_tail))
+        self.append_lines(py, key, &line, create)
     }
 
+    /// As `append`, for several messages in one write.
+    #[pyo3(signature = (key, messages, create = true))]
     fn append_many(
         &self,
         py: Python<'_>,
         key: &Bound<'_, PyAny>,
         messages: &Bound<'_, PyList>,
-    ) -> PyResult<(bool, bool)> {
+        create: bool,
+    ) -> PyResult<Option<(bool, bool)>> {
         let mut lines = Vec::with_capacity(128 * messages.len());
         for message in messages.iter() {
             encode_into(&message, &mut lines)?;
         }
-        let key = key_str(key)?;
-        let appended = py
-            .detach(|| self.store.append(key, &lines))
-            .map_err(to_py)?;
-        Ok((appended.created, appended.repaired_torn_tail))
+        self.append_lines(py, key, &lines, create)
     }
 
     fn remove_last(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
@@ -237,5 +246,21 @@ impl JsonlStore {
     fn stat(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Option<(usize, i128)>> {
         let key = key_str(key)?;
         py.detach(|| self.store.stat(key)).map_err(to_py)
+    }
+}
+
+impl JsonlStore {
+    fn append_lines(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        lines: &[u8],
+        create: bool,
+    ) -> PyResult<Option<(bool, bool)>> {
+        let key = key_str(key)?;
+        let appended = py
+            .detach(|| self.store.append(key, lines, create))
+            .map_err(to_py)?;
+        Ok(appended.map(|done| (done.created, done.repaired_torn_tail)))
     }
 }

@@ -8,6 +8,7 @@ import errno
 import os
 import stat
 import sys
+import time
 from collections.abc import Iterator
 
 try:
@@ -27,6 +28,7 @@ __all__ = [
     "sync_data",
     "sync_dir",
     "unlock_and_close",
+    "wait_flock",
     "write_all",
 ]
 
@@ -132,7 +134,9 @@ def require_flock() -> None:
 
 
 @contextlib.contextmanager
-def locked(path: str, *, create: bool) -> Iterator[tuple[int, bool] | None]:
+def locked(
+    path: str, *, create: bool, timeout: float | None = None
+) -> Iterator[tuple[int, bool] | None]:
     """Hold ``flock(LOCK_EX)`` on the session file ``path``: yields ``(fd, created)``, or
     ``None`` if the file does not exist and ``create`` is false.
 
@@ -140,6 +144,10 @@ def locked(path: str, *, create: bool) -> Iterator[tuple[int, bool] | None]:
     other. A writer that opened the file before a rewrite renamed a new one over it (or before
     it was deleted) notices, once it has the lock, that the path names another inode, and opens
     the path again: otherwise its write would land in a file nobody reads any more.
+
+    A file this creates is locked before it appears at ``path`` (made under a temp name, locked,
+    then linked into place), so no other process can lock the new session before its creator:
+    what the creator writes first (its sidecar) is never written over a setter's.
 
     Never call a native store operation on the same session while holding this: its lock is
     on another open file description and would wait for this one forever.
@@ -154,13 +162,12 @@ def locked(path: str, *, create: bool) -> Iterator[tuple[int, bool] | None]:
             if not create:
                 yield None
                 return
-            try:
-                fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                continue
-            created = True
+            new = _create_locked(path, flags)
+            if new is None:
+                continue  # another process created it first: lock that one
+            fd, created = new, True
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            wait_flock(fd, fcntl.LOCK_EX, timeout, path)
             held = os.fstat(fd)
             if not stat.S_ISREG(held.st_mode):
                 raise not_a_session_file(path)
@@ -176,8 +183,63 @@ def locked(path: str, *, create: bool) -> Iterator[tuple[int, bool] | None]:
         os.close(fd)
     try:
         yield fd, created
+    except OSError as error:
+        if error.filename is None:  # a failed write or truncation: say which file, as Rust does
+            error.filename = path
+        raise
     finally:
         unlock_and_close(fd)
+
+
+def wait_flock(fd: int, operation: int, timeout: float | None, path: str) -> None:
+    """``flock(fd, operation)``, waiting at most ``timeout`` seconds (``None``: as long as it
+    takes), then ``TimeoutError``: a stopped writer cannot freeze its session's readers."""
+    if timeout is None:
+        fcntl.flock(fd, operation)
+        return
+    deadline = time.monotonic() + timeout
+    pause = 0.0002
+    while True:
+        try:
+            fcntl.flock(fd, operation | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(
+                    errno.ETIMEDOUT, "timed out waiting for the session's lock", path
+                ) from None
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 0.02)
+
+
+def _create_locked(path: str, flags: int) -> int | None:
+    """A new, empty, locked file at ``path``; ``None`` if one appeared there meanwhile."""
+    temp = os.path.join(os.path.dirname(path), f".turnlog-{os.urandom(8).hex()}.tmp")
+    fd = os.open(temp, flags | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.link(temp, path)
+    except FileExistsError:
+        unlock_and_close(fd)
+        return None
+    except OSError as error:
+        unlock_and_close(fd)
+        if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        # A filesystem without hard links: create in place (a setter that locks the new file
+        # between its creation and the creator's lock is then written over, as before 0.2).
+        try:
+            return os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return None
+    except BaseException:
+        unlock_and_close(fd)
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+    return fd
 
 
 def unlock_and_close(fd: int) -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
-from typing import Any
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 from .._impl import ChatMessage, native
 from .._rules import WHITESPACE
@@ -46,6 +47,7 @@ _ESCAPED_NAME = re.compile(r"(?:[A-Za-z0-9_-]|%[0-9A-F]{2})+")
 # A \u escape of a UTF-16 surrogate; a match only means "look closer" (it may be a pair).
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_T = TypeVar("_T")
 
 
 # --- session keys -------------------------------------------------------------------------------
@@ -178,8 +180,42 @@ def has_surrogate(value: Any) -> bool:
     return False
 
 
-def _decode(raw: bytes) -> tuple[str, dict[str, Any]] | None:
+def _on_a_fresh_stack(call: Callable[..., _T], *args: Any) -> _T:
+    """``call(*args)`` in a new thread, where Python's recursion depth starts from nothing.
+
+    Decoding and checking are recursive, one level per nesting level of the message (at most
+    ``MAX_DEPTH``): called from deep in a caller's stack they could hit the recursion limit, and
+    a valid message would read as corrupt (and ``compact`` delete it). They are retried here,
+    so the answer never depends on the caller's stack depth.
+    """
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, call(*args)))
+        except BaseException as error:  # handed to the caller's thread
+            outcome.append((False, error))
+
+    thread = threading.Thread(target=run, name="turnlog-deep-message")
+    thread.start()
+    thread.join()
+    done, value = outcome[0]
+    if not done:
+        raise value
+    return value  # type: ignore[no-any-return]
+
+
+def _decode(raw: bytes, fresh_stack: bool = False) -> tuple[str, dict[str, Any]] | None:
     """``(stripped line, object)`` if ``raw`` (a line, no newline) is a valid message."""
+    try:
+        return _decode_line(raw)
+    except RecursionError:
+        # Nested at most MAX_DEPTH levels (deeper is refused before): the caller's stack was
+        # deep. On a fresh stack it cannot happen again; if it does, the line is refused.
+        return None if fresh_stack else _on_a_fresh_stack(_decode, raw, True)
+
+
+def _decode_line(raw: bytes) -> tuple[str, dict[str, Any]] | None:
     try:
         text = raw.decode("utf-8").strip(WHITESPACE)
     except UnicodeDecodeError:
@@ -195,7 +231,7 @@ def _decode(raw: bytes) -> tuple[str, dict[str, Any]] | None:
             parse_constant=_reject_constant,
             parse_int=_parse_int,
         )
-    except (ValueError, RecursionError):
+    except ValueError:
         return None
     if not isinstance(obj, dict):
         return None
@@ -308,13 +344,22 @@ def message_fields(message: object) -> tuple[str, str, dict[str, Any], bool]:
     return role, content, extra, long_int
 
 
-def encode_message(message: object) -> bytes:
+def encode_message(message: object, fresh_stack: bool = False) -> bytes:
     """The line (newline included) that stores ``message``: compact JSON, role and content first.
 
     Raises:
         TypeError: not a message, or a field that JSON cannot hold.
         ValueError: a missing role/content, a non-finite number, a lone surrogate, too deep nesting.
     """
+    try:
+        return _encode(message)
+    except RecursionError:  # the caller's stack was deep: see _on_a_fresh_stack
+        if fresh_stack:
+            raise ValueError(f"message is nested deeper than {MAX_DEPTH} levels") from None
+        return _on_a_fresh_stack(encode_message, message, True)
+
+
+def _encode(message: object) -> bytes:
     role, content, extra, long_int = message_fields(message)
     record: dict[str, Any] = {"role": role, "content": content}
     record.update(extra)

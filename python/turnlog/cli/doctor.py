@@ -78,6 +78,34 @@ def _syntax(error: json.JSONDecodeError, text: str) -> str:
     return f"not JSON: {error.msg.lower()} (column {column})"
 
 
+#: The reason given for a line that holds two records: a writer that ignores the lock wrote one
+#: record in two ``write`` calls while another wrote (ZeroClaw writes the record, then the
+#: newline). turnlog cannot prevent it; stop such a writer before sharing a workspace with it.
+GLUED = "two records glued (a writer that ignores the lock wrote at the same time)"
+#: How many places in a corrupt line are tried as the start of a second record.
+_GLUE_STARTS = 64
+
+
+def _glued(text: str) -> bool:
+    """Whether ``text`` is two records run together: a whole object followed by another, or
+    the head of one record followed by a whole valid record."""
+    try:
+        _, end = json.JSONDecoder().raw_decode(text)
+    except (ValueError, RecursionError):
+        pass
+    else:
+        if text[end:].lstrip(WHITESPACE).startswith("{"):
+            return True
+    start = 0
+    for _ in range(_GLUE_STARTS):
+        start = text.find('{"', start + 1)
+        if start < 0:
+            return False
+        if _format.valid_text(text[start:].encode("utf-8", "surrogatepass")) is not None:
+            return True
+    return False
+
+
 def why_corrupt(raw: bytes) -> str:
     """Why ``raw`` (a line without its newline) is not a valid message.
 
@@ -114,6 +142,8 @@ def why_corrupt(raw: bytes) -> str:
     except _Broken as error:
         return str(error)
     except json.JSONDecodeError as error:
+        if _glued(stripped):
+            return GLUED
         return _syntax(error, stripped)
     except RecursionError:
         return f"nested deeper than {_format.MAX_DEPTH} levels"

@@ -56,14 +56,27 @@ class JsonlStoreBase(SessionBackend):
             created (owner-only) if needed.
         durability: ``"process"`` (default): an acknowledged write survives a crash of the
             process. ``"power"``: it also survives power loss (fsync of file and folder).
+        lock_timeout: Seconds a call waits for a session's lock (another process holds it)
+            before it raises ``TimeoutError`` and changes nothing; ``None`` (default): no limit.
+            A writer that was stopped (SIGSTOP, a debugger) holding a lock then cannot freeze
+            the session's readers and writers.
 
     Raises:
         NotADirectoryError: ``workspace`` (or its ``sessions``) exists and is not a folder.
         PermissionError: the folder cannot be created.
     """
 
-    def __init__(self, workspace: PathLike, *, durability: Durability = "process") -> None:
+    def __init__(
+        self,
+        workspace: PathLike,
+        *,
+        durability: Durability = "process",
+        lock_timeout: float | None = None,
+    ) -> None:
         self._durability = check_durability(durability)
+        self._lock_timeout = (
+            None if lock_timeout is None else check_amount(lock_timeout, "lock_timeout")
+        )
         self._sessions_dir = sessions_dir(workspace, durable=durability == "power")
         self._sidecars = Sidecars(self._sessions_dir, durable=durability == "power")
 
@@ -71,6 +84,17 @@ class JsonlStoreBase(SessionBackend):
     def sessions_dir(self) -> str:
         """The absolute path of the folder that holds the ``.jsonl`` files."""
         return self._sessions_dir
+
+    @property
+    def lock_timeout(self) -> float | None:
+        """Seconds a call waits for a session's lock before ``TimeoutError``; ``None``: no limit."""
+        return self._lock_timeout
+
+    def _locked(
+        self, path: str, *, create: bool
+    ) -> contextlib.AbstractContextManager[tuple[int, bool] | None]:
+        """``files.locked`` with this store's lock timeout."""
+        return files.locked(path, create=create, timeout=self._lock_timeout)
 
     @property
     def durability(self) -> Durability:
@@ -130,28 +154,57 @@ class JsonlStoreBase(SessionBackend):
         self._appended(session_key, self._append_many(session_key, messages))
 
     def _appended(self, session_key: str, appended: Appended) -> None:
-        created, repaired_torn_tail = appended
-        if repaired_torn_tail:
+        if appended[1]:
             log.warning(
                 "turnlog: session %r ended in a torn line (a writer died mid-write); "
                 "the append started a new line after it, which loads skip as corrupt",
                 session_key,
             )
-        if created:
-            # The message is stored: a sidecar that cannot be written (a full disk, a metadata
-            # folder another user owns) must not turn the acknowledged append into an error that
-            # a retry would duplicate. Its metadata is then derived from the transcript.
+
+    def _write_locked(self, session_key: str, data: bytes) -> Appended:
+        """Append ``data`` (encoded lines) under the session's lock, creating the session if
+        needed: the pure store's every append, and the Rust store's first one (which also starts
+        the sidecar, under the same lock, before any setter can write one)."""
+        path = self.transcript_path(session_key)
+        with self._locked(path, create=True) as held:
+            assert held is not None
+            fd, created = held
+            size = os.fstat(fd).st_size
+            torn = bool(size) and os.pread(fd, 1, size - 1) != b"\n"
+            if torn:
+                data = b"\n" + data  # never glue a record onto a torn last line
             try:
-                with files.locked(self.transcript_path(session_key), create=False) as held:
-                    if held is not None:  # else deleted again already: no session to start
-                        self._sidecars.start(_format.key_to_name(session_key), held[0])
-            except OSError as error:
-                log.warning(
-                    "turnlog: session %r was created, but its metadata could not be written "
-                    "(%s): its creation time is taken from the transcript",
-                    session_key,
-                    error,
-                )
+                files.write_all(fd, data)
+                if self._durability == "power":
+                    files.sync_data(fd)
+            except BaseException:
+                # Leave no trace: a new session disappears again, an old one gets its length back.
+                with contextlib.suppress(OSError):
+                    if created:
+                        os.unlink(path)
+                    else:
+                        os.ftruncate(fd, size)
+                raise
+            if created:  # still under the lock: no setter has written for the new session
+                self._start_sidecar(session_key, fd)
+        if created and self._durability == "power":
+            files.sync_dir(self._sessions_dir)
+        return created, torn
+
+    def _start_sidecar(self, session_key: str, transcript_fd: int) -> None:
+        """Record when the session the caller just created (and holds locked) began. A sidecar
+        that cannot be written (a full disk, a metadata folder another user owns) must not fail
+        the append, whose message is about to be stored: metadata is then derived from the
+        transcript."""
+        try:
+            self._sidecars.start(_format.key_to_name(session_key), transcript_fd)
+        except OSError as error:
+            log.warning(
+                "turnlog: session %r was created, but its metadata could not be written "
+                "(%s): its creation time is taken from the transcript",
+                session_key,
+                error,
+            )
 
     def delete_session(self, session_key: str) -> bool:
         """Delete the session's transcript and metadata. ``True`` if it existed.
@@ -182,7 +235,7 @@ class JsonlStoreBase(SessionBackend):
             if isinstance(value, str) and _format.has_surrogate(value):
                 raise ValueError("session metadata must not contain lone surrogates")
         path = self.transcript_path(session_key)
-        with files.locked(path, create=True) as held:
+        with self._locked(path, create=True) as held:
             assert held is not None
             fd, created = held
             name = _format.key_to_name(session_key)
@@ -201,7 +254,7 @@ class JsonlStoreBase(SessionBackend):
         active = times.last_activity
         if active is not None and not -(2**63) <= sidecar.to_ns(active) < 2**63:
             raise ValueError(f"last_activity is out of the range a file time holds: {active!r}")
-        with files.locked(self.transcript_path(session_key), create=False) as held:
+        with self._locked(self.transcript_path(session_key), create=False) as held:
             if held is None:
                 return False
             fd = held[0]
@@ -329,7 +382,7 @@ class JsonlStoreBase(SessionBackend):
                 continue
             with contextlib.ExitStack() as stack:
                 try:
-                    held = stack.enter_context(files.locked(path, create=False))
+                    held = stack.enter_context(self._locked(path, create=False))
                 except OSError as error:  # as a listing skips a transcript it cannot read
                     log.warning("turnlog: cannot read session %r: %s", key, error)
                     continue

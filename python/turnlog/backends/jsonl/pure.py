@@ -52,13 +52,13 @@ def _count_valid(data: bytes) -> int:
     return sum(_format.valid_text(line) is not None for line in data.split(b"\n"))
 
 
-def _read(path: str) -> bytes:
+def _read(path: str, timeout: float | None) -> bytes:
     """The whole file at ``path`` (never through a symlink), read under a shared lock as the
     Rust store reads: no writer cuts the file in place meanwhile, so no line read is the head
     of one line and the tail of a later one."""
     fd = files.open_regular(path)
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH)
+        files.wait_flock(fd, fcntl.LOCK_SH, timeout, path)
         return files.read_all(fd)
     finally:
         files.unlock_and_close(fd)
@@ -73,9 +73,15 @@ class SessionStore(JsonlStoreBase):
             locking needs.
     """
 
-    def __init__(self, workspace: PathLike, *, durability: Durability = "process") -> None:
+    def __init__(
+        self,
+        workspace: PathLike,
+        *,
+        durability: Durability = "process",
+        lock_timeout: float | None = None,
+    ) -> None:
         files.require_flock()  # say so now, not at the first write
-        super().__init__(workspace, durability=durability)
+        super().__init__(workspace, durability=durability, lock_timeout=lock_timeout)
 
     @property
     def _durable(self) -> bool:
@@ -86,37 +92,13 @@ class SessionStore(JsonlStoreBase):
         mode = stat.S_IMODE(os.fstat(fd).st_mode)
         files.replace(path, data, mode=mode, durable=self._durable)
 
-    def _append_bytes(self, path: str, data: bytes) -> Appended:
-        with files.locked(path, create=True) as held:
-            assert held is not None
-            fd, created = held
-            size = os.fstat(fd).st_size
-            torn = bool(size) and os.pread(fd, 1, size - 1) != b"\n"
-            if torn:
-                data = b"\n" + data  # never glue a record onto a torn last line
-            try:
-                files.write_all(fd, data)
-                if self._durable:
-                    files.sync_data(fd)
-            except BaseException:
-                # Leave no trace: a new session disappears again, an old one gets its length back.
-                with contextlib.suppress(OSError):
-                    if created:
-                        os.unlink(path)
-                    else:
-                        os.ftruncate(fd, size)
-                raise
-        if created and self._durable:
-            files.sync_dir(self._sessions_dir)
-        return created, torn
-
     # --- what JsonlStoreBase needs --------------------------------------------------------------
 
     def _load(self, session_key: str, limit: int | None) -> list[ChatMessage]:
         path = self.transcript_path(session_key)
         if limit == 0:
             return []
-        data = _read(path)
+        data = _read(path, self._lock_timeout)
         messages = [m for m in map(_format.parse_line, data.split(b"\n")) if m is not None]
         return messages if limit is None else messages[-limit:]
 
@@ -127,23 +109,22 @@ class SessionStore(JsonlStoreBase):
         except FileNotFoundError:
             return None
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH)  # a snapshot, as _read takes it
+            files.wait_flock(fd, fcntl.LOCK_SH, self._lock_timeout, path)  # as _read takes it
             return _count_valid(files.read_all(fd)), os.fstat(fd).st_mtime_ns
         finally:
             files.unlock_and_close(fd)
 
     def _append(self, session_key: str, message: MessageLike) -> Appended:
-        line = _format.encode_message(message)
-        return self._append_bytes(self.transcript_path(session_key), line)
+        return self._write_locked(session_key, _format.encode_message(message))
 
     def _append_many(self, session_key: str, messages: Iterable[MessageLike]) -> Appended:
+        _format.key_to_name(session_key)  # a bad key is refused even with nothing to write
         data = b"".join([_format.encode_message(m) for m in messages])
-        path = self.transcript_path(session_key)
-        return self._append_bytes(path, data) if data else (False, False)
+        return self._write_locked(session_key, data) if data else (False, False)
 
     def _delete(self, session_key: str) -> bool:
         path = self.transcript_path(session_key)
-        with files.locked(path, create=False) as held:
+        with self._locked(path, create=False) as held:
             if held is None:
                 return False
             os.unlink(path)
@@ -158,7 +139,7 @@ class SessionStore(JsonlStoreBase):
         found = []
         for key in keys:
             try:
-                data = _read(self.transcript_path(key))
+                data = _read(self.transcript_path(key), self._lock_timeout)
             except OSError as error:
                 if files.is_not_a_session(error):
                     continue
@@ -182,7 +163,7 @@ class SessionStore(JsonlStoreBase):
         start, end)`` (``data[start:end]`` is the line, its newline included), or ``None``
         when there is no file or no valid message. The Rust store's ``lock_newest``."""
         path = self.transcript_path(session_key)
-        with files.locked(path, create=False) as held:
+        with self._locked(path, create=False) as held:
             if held is None:
                 yield None
                 return
@@ -232,7 +213,7 @@ class SessionStore(JsonlStoreBase):
     def compact(self, session_key: str) -> None:
         """Rewrite the session with only its valid lines, stripped, atomically."""
         path = self.transcript_path(session_key)
-        with files.locked(path, create=False) as held:
+        with self._locked(path, create=False) as held:
             if held is None:
                 return
             fd = held[0]
@@ -245,7 +226,7 @@ class SessionStore(JsonlStoreBase):
     def clear_messages(self, session_key: str) -> int:
         """Empty the session (its file stays, so it stays listed). Returns the messages removed."""
         path = self.transcript_path(session_key)
-        with files.locked(path, create=False) as held:
+        with self._locked(path, create=False) as held:
             if held is None:
                 return 0
             fd = held[0]

@@ -12,6 +12,7 @@ from typing import Any
 from ..._impl import ChatMessage, native
 from ..._rules import Durability
 from ...backend import MessageLike
+from .. import format as _format
 from ..workspace import PathLike
 from .base import Appended, JsonlStoreBase
 
@@ -29,10 +30,17 @@ class SessionStore(JsonlStoreBase):
     """Append-only JSONL session store with a Rust core: ``SessionStore(workspace, *,
     durability="process")``, as ``JsonlStoreBase`` describes."""
 
-    def __init__(self, workspace: PathLike, *, durability: Durability = "process") -> None:
-        super().__init__(workspace, durability=durability)
+    def __init__(
+        self,
+        workspace: PathLike,
+        *,
+        durability: Durability = "process",
+        lock_timeout: float | None = None,
+    ) -> None:
+        super().__init__(workspace, durability=durability, lock_timeout=lock_timeout)
         assert native is not None, "turnlog._native is not built"
-        self._native = native.JsonlStore(self._sessions_dir, durability == "power")
+        durable = durability == "power"
+        self._native = native.JsonlStore(self._sessions_dir, durable, self._lock_timeout)
 
     def _load(self, session_key: str, limit: int | None) -> list[ChatMessage]:
         return self._native.load(session_key, limit)  # type: ignore[no-any-return]
@@ -40,12 +48,22 @@ class SessionStore(JsonlStoreBase):
     def _stat(self, session_key: str) -> tuple[int, int] | None:
         return self._native.stat(session_key)  # type: ignore[no-any-return]
 
+    # An append never creates a session in Rust: the first one goes through _write_locked, which
+    # starts the sidecar under the new transcript's lock (no setter can come in between).
+
     def _append(self, session_key: str, message: MessageLike) -> Appended:
-        return self._native.append(session_key, _native_message(message))  # type: ignore[no-any-return]
+        message = _native_message(message)
+        appended: Appended | None = self._native.append(session_key, message, False)
+        if appended is None:
+            return self._write_locked(session_key, _format.encode_message(message))
+        return appended
 
     def _append_many(self, session_key: str, messages: Iterable[MessageLike]) -> Appended:
         batch = [_native_message(m) for m in messages]
-        return self._native.append_many(session_key, batch)  # type: ignore[no-any-return]
+        appended: Appended | None = self._native.append_many(session_key, batch, False)
+        if appended is None:
+            return self._write_locked(session_key, b"".join(map(_format.encode_message, batch)))
+        return appended
 
     def _delete(self, session_key: str) -> bool:
         return self._native.delete_session(session_key)  # type: ignore[no-any-return]

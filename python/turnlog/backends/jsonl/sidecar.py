@@ -164,20 +164,12 @@ class Sidecars:
                 files.sync_dir(self.folder)
 
     def start(self, name: str, transcript_fd: int) -> None:
-        """Record when a session that an append just created began.
-
-        A sidecar written since the transcript's last write is kept: a setter ran between the
-        append and this call. An older one outlived an earlier transcript of the key that was
+        """Record when the session whose transcript the caller just created began (it holds
+        the new transcript locked since before the file appeared, so no setter wrote for it
+        yet). A sidecar already there outlived an earlier transcript of the key that was
         deleted outside turnlog: its name, state and turn are that session's, so it is replaced
-        (as ``update`` replaces it when a setter creates the transcript itself).
-        """
-        try:
-            written = os.lstat(self.path(name)).st_mtime_ns
-            fresh = written >= os.fstat(transcript_fd).st_mtime_ns
-        except FileNotFoundError:
-            fresh = False
-        if not (fresh and self.read(name)):
-            self._write(name, {"created_at": to_text(_written(transcript_fd))})
+        (as ``update`` replaces it when a setter creates the transcript itself)."""
+        self._write(name, {"created_at": to_text(_written(transcript_fd))})
 
     def update(
         self,

@@ -1,0 +1,113 @@
+"""fork() from a threaded parent: a thread of the parent is inside a locked write when the main
+thread forks (``multiprocessing``'s default start method on Linux up to Python 3.13, gunicorn,
+celery). The child inherits the locked descriptor; neither it nor the parent may hang."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from conftest import store_class
+from turnlog import ChatMessage
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+
+U = ChatMessage.user
+FORKS = 20
+#: How long one append may take before the test calls it a hang (a normal one takes under 1 ms;
+#: a loaded CI machine gets a wide margin).
+DEADLINE = 5.0
+
+
+def busy_rewriter(store, key: str, stop: threading.Event) -> threading.Thread:
+    """A thread that keeps taking the session's lock: rollbacks, edits and compactions."""
+
+    def run() -> None:
+        while not stop.is_set():
+            store.append(key, U("draft"))
+            store.update_last(key, U("edited"))
+            store.compact(key)
+            store.remove_last(key)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def append_within(store, key: str, seconds: float) -> bool:
+    done = threading.Event()
+
+    def run() -> None:
+        store.append(key, U("parent"))
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    return done.wait(seconds)
+
+
+def wait_child(pid: int, seconds: float) -> int | None:
+    """The child's exit status, or ``None`` (and the child killed) if it is still running."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return None
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_an_idle_child_never_blocks_the_parent(impl, tmp_path):
+    """Children forked while a parent thread holds the session's lock, which then sleep without
+    touching turnlog: the parent's next append must not wait for them to exit."""
+    store = store_class(impl)(tmp_path / "ws")
+    stop = threading.Event()
+    thread = busy_rewriter(store, "s", stop)
+    children = []
+    try:
+        for _ in range(FORKS):
+            time.sleep(0.002)
+            pid = os.fork()
+            if pid == 0:  # the child: idle, as a worker that never uses turnlog
+                time.sleep(30)
+                os._exit(0)
+            children.append(pid)
+            assert append_within(store, "s", DEADLINE), "the parent's append hung"
+    finally:
+        stop.set()
+        thread.join(10)
+        for pid in children:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    assert store.load("s", limit=1)  # the session still reads
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_child_appends_to_the_session_the_parent_was_rewriting(impl, tmp_path):
+    """Each child, forked while a parent thread works on the session, appends to it with the
+    store it inherited, and exits: it must not hang on what it inherited."""
+    store = store_class(impl)(tmp_path / "ws")
+    stop = threading.Event()
+    thread = busy_rewriter(store, "s", stop)
+    try:
+        for child in range(FORKS):
+            time.sleep(0.002)
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    store.append("s", U(f"child {child}"))
+                    store.load("s", limit=3)
+                finally:
+                    os._exit(0)
+            assert wait_child(pid, DEADLINE) == 0, f"child {child} hung"
+    finally:
+        stop.set()
+        thread.join(10)
+    # The rewriter takes away the newest message, a child's too: the point is that none hung.
+    assert store.load("s", limit=1)
