@@ -73,6 +73,9 @@ class JsonlStoreBase(SessionBackend):
         durability: Durability = "process",
         lock_timeout: float | None = None,
     ) -> None:
+        # Both stores lock with flock from Python too (sidecars, a session's creation): say now,
+        # not at the first write, where the platform has none.
+        files.require_flock()
         self._durability = check_durability(durability)
         self._lock_timeout = (
             None if lock_timeout is None else check_amount(lock_timeout, "lock_timeout")

@@ -18,11 +18,10 @@ except ImportError:  # no flock here (Windows): SessionStore() raises files.NO_F
     fcntl = None  # type: ignore[assignment]
 
 from ..._impl import ChatMessage
-from ..._rules import Durability, search_words
+from ..._rules import search_words
 from ...backend import MessageLike
 from .. import files
 from .. import format as _format
-from ..workspace import PathLike
 from .base import Appended, JsonlStoreBase
 
 __all__ = ["SessionStore"]
@@ -72,16 +71,6 @@ class SessionStore(JsonlStoreBase):
         NotImplementedError: the platform has no ``fcntl.flock`` (Windows), which the store's
             locking needs.
     """
-
-    def __init__(
-        self,
-        workspace: PathLike,
-        *,
-        durability: Durability = "process",
-        lock_timeout: float | None = None,
-    ) -> None:
-        files.require_flock()  # say so now, not at the first write
-        super().__init__(workspace, durability=durability, lock_timeout=lock_timeout)
 
     @property
     def _durable(self) -> bool:
