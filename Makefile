@@ -53,8 +53,15 @@ test-python: build-dev redis-server ## the Python suite, against the Rust and th
 	$(PY) -m pytest
 	TURNLOG_PURE=1 $(PY) -m pytest -q
 
+# The frameworks' own session and history tests (openai-agents, langchain-core,
+# langchain-community sdists, pinned) on turnlog's adapters, over every backend: tests/peers.
+# Their test dependencies go to an overlay venv in the cache, never into .venv.
+.PHONY: test-peers
+test-peers: build-dev redis-server ## the frameworks' own test suites on turnlog's adapters (downloads their sdists)
+	$(PY) tests/peers/run.py
+
 .PHONY: test
-test: test-rust test-python ## set up, build, and run every test (Rust and Python)
+test: test-rust test-python test-peers ## set up, build, and run every test (Rust, Python, the frameworks' suites)
 
 .PHONY: lint
 lint: build-dev ## rustfmt, clippy, ruff, mypy --strict, stubtest (against the built module)

@@ -222,6 +222,23 @@ class TestHistory:
         assert [message_to_dict(m) for m in history.messages] == via_json
         assert [m.role for m in store.load("s")] == ["user", "assistant", "tool", "user"]
 
+    def test_equal_to_any_history_with_the_same_messages(self, store):
+        """As LangChain's histories compare (RunnableWithMessageHistory's own tests rely on it)."""
+        from langchain_core.chat_history import InMemoryChatMessageHistory
+
+        history = TurnlogChatMessageHistory("s", store)
+        history.add_messages([HumanMessage("hi"), AIMessage("hello")])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # deprecated in langchain-core 1.6
+            same = InMemoryChatMessageHistory(messages=[HumanMessage("hi"), AIMessage("hello")])
+            other = InMemoryChatMessageHistory(messages=[HumanMessage("hi")])
+        assert history == same and same == history
+        assert history == TurnlogChatMessageHistory("s", store)
+        assert history != other
+        assert history != "not a history"
+        with pytest.raises(TypeError):
+            hash(history)
+
     def test_plain_messages_are_plain_lines(self, store):
         history = TurnlogChatMessageHistory("s", store)
         history.add_user_message("hi")

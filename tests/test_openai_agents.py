@@ -61,6 +61,10 @@ def run(coroutine: Any) -> Any:
     return asyncio.run(coroutine)
 
 
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
 #: One of every kind of item the SDK stores, in the shapes it stores them.
 ITEMS: list[dict[str, Any]] = [
     {"role": "system", "content": "be brief"},
@@ -365,7 +369,8 @@ class TestProtocol:
     def test_close(self, store):
         session = TurnlogSession("s", store)
         run(session.add_items([{"role": "user", "content": "hi"}]))
-        session.close()
+        session.close()  # as SQLiteSession.close(), a plain call ...
+        assert run(_await(session.close())) is None  # ... or awaited, as the asyncio sessions'
         session.close()  # twice is fine
         for call in (
             session.get_items(),

@@ -222,6 +222,15 @@ class TurnlogChatMessageHistory(BaseChatMessageHistory):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.session_id!r}, {self.store!r})"
 
+    def __eq__(self, other: object) -> bool:
+        """Equal to any chat history holding the same messages, as LangChain's own histories
+        (pydantic models) compare; so, like them, a history is not hashable."""
+        if not isinstance(other, BaseChatMessageHistory):
+            return NotImplemented
+        return self.messages == other.messages
+
+    __hash__ = None  # type: ignore[assignment]
+
     # ``BaseChatMessageHistory`` declares ``messages`` as an attribute; here it is read-only
     # (a read of the store each time), and writes go through ``add_messages``.
     @property

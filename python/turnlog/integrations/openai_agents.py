@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 try:
@@ -223,10 +223,15 @@ class TurnlogSession:
         self._check_open()
         await _finish(asyncio.to_thread(self._locked, self.store.clear_messages, self.session_id))
 
-    def close(self) -> None:
+    def close(self) -> Awaitable[None]:
         """Close the session: later calls raise ``RuntimeError``, as the SDK's sessions do. The
-        store stays open (other sessions may share it); closing twice is fine."""
+        store stays open (other sessions may share it); closing twice is fine.
+
+        Closed on return. The SDK's ``SQLiteSession.close()`` is a plain call, while its
+        asyncio sessions' is a coroutine: the result here may be awaited or ignored, so code
+        written for either works."""
         self._closed = True
+        return _DONE
 
     def _check_open(self) -> None:
         if self._closed:
@@ -262,6 +267,20 @@ class TurnlogSession:
                 return cast("TResponseInputItem", item)
             # An undecodable item is dropped and the next one popped, as SQLiteSession does.
         return None
+
+
+class _Done:
+    """An awaitable that is already done (``await`` gives ``None`` at once), and that, unlike a
+    coroutine, nothing warns about when it is never awaited."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        return
+        yield  # a generator that yields nothing
+
+
+_DONE = _Done()
 
 
 def _items(messages: list[ChatMessage]) -> list[TResponseInputItem]:
