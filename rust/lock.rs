@@ -157,7 +157,7 @@ pub(crate) fn lock_open(
     wait_lock(&file, false, wait)?;
     let held = match file.metadata() {
         Ok(held) if held.is_file() => held,
-        Ok(_) => Err(not_a_session_file()).or_else(|e| unlocked(&file, e))?,
+        Ok(_) => unlocked(&file, not_a_session_file())?,
         Err(e) => unlocked(&file, e)?,
     };
     let same = match fs::symlink_metadata(path) {

@@ -133,10 +133,10 @@ def test_python_modules_stay_under_600_lines(module):
 
 
 @pytest.mark.parametrize("path", sorted(RUST.rglob("*.rs")), ids=lambda p: str(p.relative_to(RUST)))
-def test_rust_files_stay_under_600_lines_before_their_tests(path):
-    text = path.read_text(encoding="utf-8")
-    code = text.split("#[cfg(test)]", 1)[0]
-    assert code.count("\n") <= 600, f"{path.name}: {code.count(chr(10))} lines before its tests"
+def test_rust_files_stay_under_600_lines(path):
+    """Inline tests count too: a module's big test suite goes to ``<module>_tests.rs``."""
+    lines = path.read_text(encoding="utf-8").count("\n")
+    assert lines <= 600, f"{path.relative_to(RUST)}: {lines} lines"
 
 
 @pytest.mark.parametrize(
