@@ -67,8 +67,8 @@ test: test-rust test-python test-peers ## set up, build, and run every test (Rus
 lint: build-dev ## rustfmt, clippy, ruff, mypy --strict, stubtest (against the built module)
 	cargo fmt --check
 	cargo clippy --all-targets --features python -- -D warnings
-	$(VENV)/bin/ruff check python tests benches
-	$(VENV)/bin/ruff format --check python tests benches
+	$(VENV)/bin/ruff check python tests benches tools
+	$(VENV)/bin/ruff format --check python tests benches tools
 	$(VENV)/bin/mypy
 	$(PY) -m mypy.stubtest turnlog._native
 

@@ -66,6 +66,60 @@ pub fn key_to_name(key: &str) -> Result<Cow<'_, str>, KeyError> {
     Ok(name)
 }
 
+/// Whether ZeroClaw keeps `c` in a file name.
+pub fn zeroclaw_keeps(c: char) -> bool {
+    c.is_alphanumeric() || c == '_' || c == '-'
+}
+
+/// The file name (without [`SUFFIX`]) ZeroClaw gives session `key`.
+pub fn zeroclaw_name(key: &str) -> Result<Cow<'_, str>, KeyError> {
+    if key.is_empty() {
+        return Err(KeyError::Empty);
+    }
+    let name = if key.chars().all(zeroclaw_keeps) {
+        Cow::Borrowed(key)
+    } else {
+        let kept = |c| if zeroclaw_keeps(c) { c } else { '_' };
+        Cow::Owned(key.chars().map(kept).collect())
+    };
+    if name.len() > MAX_NAME_BYTES {
+        return Err(KeyError::TooLong(name.len()));
+    }
+    Ok(name)
+}
+
+/// How a store names its session files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Names {
+    /// turnlog's own, reversible names ([`key_to_name`]).
+    #[default]
+    Escaped,
+    /// ZeroClaw's lossy names ([`zeroclaw_name`]).
+    Zeroclaw,
+}
+
+impl Names {
+    /// The file name (without [`SUFFIX`]) of session `key`.
+    pub fn name<'k>(self, key: &'k str) -> Result<Cow<'k, str>, KeyError> {
+        match self {
+            Names::Escaped => key_to_name(key),
+            Names::Zeroclaw => zeroclaw_name(key),
+        }
+    }
+
+    /// The key a listing shows for the file `name` (without [`SUFFIX`]); `None` for a file no
+    /// key of this mode maps to. A ZeroClaw name is listed as itself, as ZeroClaw lists it.
+    pub fn key(self, name: &str) -> Option<String> {
+        match self {
+            Names::Escaped => name_to_key(name),
+            Names::Zeroclaw => match zeroclaw_name(name) {
+                Ok(Cow::Borrowed(_)) => Some(name.to_owned()),
+                _ => None,
+            },
+        }
+    }
+}
+
 fn upper_hex(byte: u8) -> Option<u8> {
     match byte {
         b'0'..=b'9' => Some(byte - b'0'),
@@ -147,6 +201,24 @@ mod tests {
         assert_eq!(key_to_name(&"a".repeat(249)).unwrap().len(), 249);
         assert_eq!(key_to_name(&"a".repeat(250)), Err(KeyError::TooLong(250)));
         assert_eq!(key_to_name(&"/".repeat(84)), Err(KeyError::TooLong(252)));
+    }
+
+    #[test]
+    fn zeroclaw_names() {
+        let name = |key| zeroclaw_name(key).unwrap().into_owned();
+        assert_eq!(
+            name("agent:main:telegram:dm:user123"),
+            "agent_main_telegram_dm_user123"
+        );
+        assert_eq!(name("telegram_ключ"), "telegram_ключ");
+        assert_eq!(name("a/b c.d"), "a_b_c_d");
+        assert_eq!(name("日本語🙂"), "日本語_");
+        assert_eq!(name("../x"), "___x");
+        assert_eq!(zeroclaw_name(""), Err(KeyError::Empty));
+        assert_eq!(Names::Zeroclaw.key("a_b"), Some("a_b".to_owned()));
+        assert_eq!(Names::Zeroclaw.key("a%3Ab"), None);
+        assert_eq!(Names::Zeroclaw.key(""), None);
+        assert_eq!(Names::Escaped.key("a%3Ab"), Some("a:b".to_owned()));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::fdcache::OPEN_FILES;
-use crate::keys::{self, KeyError};
+use crate::keys::{self, KeyError, Names};
 use crate::lines::{self, Forward, Span};
 use crate::lock::{lock, lock_open, lock_unguarded, open_read, retrying, writable, Locked};
 pub use crate::lock::{snapshot, tail_range, LockWait, Snapshot};
@@ -87,6 +87,8 @@ pub struct Store {
     durable: bool,
     /// How long a call waits for a session's lock.
     wait: LockWait,
+    /// How keys become file names.
+    names: Names,
 }
 
 impl Store {
@@ -96,7 +98,13 @@ impl Store {
             dir: dir.into(),
             durable,
             wait: None,
+            names: Names::Escaped,
         }
+    }
+
+    /// The same store, naming files as `names` says.
+    pub fn naming(self, names: Names) -> Self {
+        Store { names, ..self }
     }
 
     /// The same store, waiting at most `wait` for a session's lock.
@@ -115,7 +123,7 @@ impl Store {
 
     /// The file of session `key`.
     pub fn path(&self, key: &str) -> std::result::Result<PathBuf, KeyError> {
-        let name = keys::key_to_name(key)?;
+        let name = self.names.name(key)?;
         Ok(self.dir.join(format!("{name}{}", keys::SUFFIX)))
     }
 
@@ -430,7 +438,7 @@ impl Store {
             if !entry.file_type().at(&self.dir)?.is_file() {
                 continue;
             }
-            if let Some(key) = keys::name_to_key(stem) {
+            if let Some(key) = self.names.key(stem) {
                 found.push(key);
             }
         }

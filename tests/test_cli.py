@@ -198,7 +198,12 @@ def test_a_folder_without_sessions_is_an_empty_workspace(capsys, tmp_path, backe
         assert (status, out, err) == (0, f"nothing to check: no sessions in {fresh}\n", "")
         status, out, _ = run(capsys, *within, "doctor", "--json")
         assert status == 0
-        assert json.loads(out) == {"sessions": [], "corrupt_lines": 0, "damaged_sessions": 0}
+        assert json.loads(out) == {
+            "sessions": [],
+            "corrupt_lines": 0,
+            "damaged_sessions": 0,
+            "zeroclaw_files_not_adopted": [],
+        }
     for argv in (["show", "k"], ["export", "k"], ["rm", "k"], ["compact", "k"]):
         status, out, err = run(capsys, *within, *argv)
         assert status == 1 and out == ""

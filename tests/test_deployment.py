@@ -115,6 +115,7 @@ def test_a_first_append_whose_metadata_cannot_be_written_is_still_acknowledged(
     store_cls, tmp_path, caplog
 ):
     store = store_cls(tmp_path / "ws")
+    shutil.rmtree(tmp_path / "ws" / ".turnlog")
     (tmp_path / "ws" / ".turnlog").write_bytes(b"")  # a file where the metadata folder goes
     with caplog.at_level(logging.WARNING, logger="turnlog"):
         store.append("s", U("hello"))  # no error: the message is stored, a retry would dup it
@@ -126,6 +127,7 @@ def test_a_first_append_whose_metadata_cannot_be_written_is_still_acknowledged(
 
 def test_a_setter_that_cannot_write_metadata_leaves_no_session(store_cls, tmp_path):
     store = store_cls(tmp_path / "ws")
+    shutil.rmtree(tmp_path / "ws" / ".turnlog")
     (tmp_path / "ws" / ".turnlog").write_bytes(b"")
     with pytest.raises(OSError):
         store.set_session_name("new", "a name")

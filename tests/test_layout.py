@@ -27,6 +27,7 @@ BOTTOM = {
 #: What every backend may use besides the bottom floor.
 BACKENDS_SHARED = {
     "turnlog.backends",
+    "turnlog.backends._alnum",
     "turnlog.backends.files",
     "turnlog.backends.format",
     "turnlog.backends.workspace",

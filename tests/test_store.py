@@ -861,12 +861,18 @@ def test_power_durability_syncs_the_folders_it_creates(store_cls, tmp_path, monk
     real = _files.sync_dir
     monkeypatch.setattr(_files, "sync_dir", lambda path: (synced.append(path), real(path))[1])
     store = store_cls(tmp_path / "a" / "ws", durability="power")
-    # Each new folder is fsynced into its parent: tmp/a, tmp/a/ws, tmp/a/ws/sessions.
-    assert set(synced) == {str(tmp_path), str(tmp_path / "a"), str(tmp_path / "a" / "ws")}
-    synced.clear()
-    store.set_session_name("k", "first")  # creates the session and the metadata folder
+    # Each new folder is fsynced into its parent: tmp/a, tmp/a/ws, tmp/a/ws/sessions, and
+    # tmp/a/ws/.turnlog; and the record of ZeroClaw's files written into .turnlog.
     meta = tmp_path / "a" / "ws" / ".turnlog"
-    assert str(tmp_path / "a" / "ws") in synced and str(meta) in synced
+    assert set(synced) == {
+        str(tmp_path),
+        str(tmp_path / "a"),
+        str(tmp_path / "a" / "ws"),
+        str(meta),
+    }
+    synced.clear()
+    store.set_session_name("k", "first")  # creates the session and the sidecar folder
+    assert str(meta) in synced and str(tmp_path / "a" / "ws" / "sessions") in synced
     synced.clear()
     assert store.delete_session("k")
     assert str(meta / "meta") in synced

@@ -5,7 +5,7 @@ from typing import Any, final
 
 from typing_extensions import disjoint_base
 
-__all__ = ["ChatMessage", "JsonlStore", "__version__", "parse_lines"]
+__all__ = ["ChatMessage", "JsonlStore", "__version__", "parse_lines", "zeroclaw_name"]
 
 __version__: str
 
@@ -41,7 +41,11 @@ class JsonlStore:
     """The Rust JSONL store over one sessions folder; see ``turnlog.SessionStore``."""
 
     def __new__(
-        cls, sessions_dir: str, durable: bool, lock_timeout: float | None = None
+        cls,
+        sessions_dir: str,
+        durable: bool,
+        lock_timeout: float | None = None,
+        zeroclaw_names: bool = False,
     ) -> JsonlStore: ...
     def load(self, key: str, limit: int | None = None) -> list[ChatMessage]: ...
     def append(
@@ -63,3 +67,6 @@ class JsonlStore:
 
 def parse_lines(lines: Iterable[bytes]) -> list[ChatMessage | None]:
     """Each line as one record: its message, or ``None`` when it is not a valid message."""
+
+def zeroclaw_name(key: str) -> str:
+    """The file name (without ``.jsonl``) ZeroClaw gives session ``key``."""

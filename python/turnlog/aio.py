@@ -46,6 +46,7 @@ from ._impl import ChatMessage
 from ._rules import Durability, Match
 from ._types import SessionMetadata, SessionQuery, SessionState
 from .backend import MessageLike, SessionBackend
+from .backends.jsonl.base import Names
 from .backends.workspace import PathLike
 
 __all__ = ["BULK_MESSAGES", "AsyncBackend", "AsyncSessionStore"]
@@ -365,6 +366,8 @@ class AsyncSessionStore(AsyncBackend[SessionStore]):
         durability: ``"process"`` (default) or ``"power"``, as for ``SessionStore``.
         lock_timeout: Seconds to wait for a session's lock before ``TimeoutError``, as for
             ``SessionStore``; ``None`` (default): no limit.
+        names: ``"escaped"`` (default) or ``"zeroclaw"``, as for ``SessionStore``.
+        adopt_zeroclaw_names: Adopt legacy ZeroClaw files (default), as for ``SessionStore``.
         max_workers: Threads of the general pool (see ``AsyncBackend``).
         bulk_workers: Threads of the bulk pool (see ``AsyncBackend``).
 
@@ -380,11 +383,20 @@ class AsyncSessionStore(AsyncBackend[SessionStore]):
         *,
         durability: Durability = "process",
         lock_timeout: float | None = None,
+        names: Names = "escaped",
+        adopt_zeroclaw_names: bool = True,
         max_workers: int | None = None,
         bulk_workers: int = 1,
     ) -> None:
+        store = SessionStore(
+            workspace,
+            durability=durability,
+            lock_timeout=lock_timeout,
+            names=names,
+            adopt_zeroclaw_names=adopt_zeroclaw_names,
+        )
         super().__init__(
-            SessionStore(workspace, durability=durability, lock_timeout=lock_timeout),
+            store,
             max_workers=max_workers,
             bulk_workers=bulk_workers,
         )

@@ -124,7 +124,9 @@ def migrate(
         TypeError, ValueError: a bad key; or the target refuses a message.
     """
     foreign = _foreign_files(source)
-    listed = source.list_sessions()
+    # A JSONL source lists ZeroClaw's files it has not adopted by their names; they are read
+    # as they are (the source is only read), unless the key also has a file of its own.
+    listed = [key for key in source.list_sessions() if key not in foreign or _has_own(source, key)]
     listed_set = set(listed)
     if keys is None:
         todo = [*listed, *sorted(key for key in foreign if key not in listed_set)]
@@ -210,9 +212,9 @@ def _read(source: SessionBackend, target: SessionBackend, key: str) -> _Source:
     )
 
 
-def _zeroclaw_name(stem: str) -> bool:
-    """Whether ``stem`` is a name ZeroClaw writes (Unicode letters and digits, ``_``, ``-``)."""
-    return bool(stem) and all(char.isalnum() or char in "_-" for char in stem)
+def _has_own(source: SessionBackend, key: str) -> bool:
+    """Whether the JSONL ``source`` has the key's own file (checked without adopting one)."""
+    return isinstance(source, JsonlStoreBase) and os.path.lexists(source.transcript_path(key))
 
 
 def _foreign_files(source: SessionBackend) -> dict[str, str]:
@@ -226,7 +228,7 @@ def _foreign_files(source: SessionBackend) -> dict[str, str]:
             if not entry.name.endswith(_format.SUFFIX) or not entry.is_file(follow_symlinks=False):
                 continue
             stem = entry.name[: -len(_format.SUFFIX)]
-            if _format.name_to_key(stem) is not None or not _zeroclaw_name(stem):
+            if _format.name_to_key(stem) is not None or not _format.is_zeroclaw_name(stem):
                 continue
             try:
                 _format.key_to_name(stem)

@@ -12,6 +12,7 @@ use super::convert::{self, RoleCache};
 use super::encode::encode_into;
 use super::errors::to_py;
 use super::parse;
+use crate::keys::{self, Names};
 use crate::search::Query;
 use crate::store::{self, Store};
 use crate::{batch, lines};
@@ -27,6 +28,15 @@ fn key_str<'a>(key: &'a Bound<'_, PyAny>) -> PyResult<&'a str> {
     })?;
     text.to_str()
         .map_err(|_| PyValueError::new_err("session key must not contain lone surrogates"))
+}
+
+/// The file name (without `.jsonl`) ZeroClaw gives session `key` (see `rust/keys.rs`).
+#[pyfunction]
+pub fn zeroclaw_name(key: &Bound<'_, PyAny>) -> PyResult<String> {
+    let key = key_str(key)?;
+    keys::zeroclaw_name(key)
+        .map(|name| name.into_owned())
+        .map_err(|error| PyValueError::new_err(error.to_string()))
 }
 
 /// Messages built between two yield points.
@@ -83,13 +93,25 @@ pub struct JsonlStore {
 impl JsonlStore {
     #[new]
     /// `lock_timeout`: seconds to wait for a session's lock (checked by the Python layer), or
-    /// `None` to wait as long as it takes.
-    #[pyo3(signature = (sessions_dir, durable, lock_timeout=None))]
-    fn new(sessions_dir: std::path::PathBuf, durable: bool, lock_timeout: Option<f64>) -> Self {
+    /// `None` to wait as long as it takes. `zeroclaw_names`: name files as ZeroClaw does.
+    #[pyo3(signature = (sessions_dir, durable, lock_timeout=None, zeroclaw_names=false))]
+    fn new(
+        sessions_dir: std::path::PathBuf,
+        durable: bool,
+        lock_timeout: Option<f64>,
+        zeroclaw_names: bool,
+    ) -> Self {
         let wait = lock_timeout
             .map(|seconds| Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX));
+        let names = if zeroclaw_names {
+            Names::Zeroclaw
+        } else {
+            Names::Escaped
+        };
         JsonlStore {
-            store: Store::new(sessions_dir, durable).waiting(wait),
+            store: Store::new(sessions_dir, durable)
+                .waiting(wait)
+                .naming(names),
         }
     }
 

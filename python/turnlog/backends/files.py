@@ -9,7 +9,7 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 try:
     import fcntl
@@ -250,6 +250,22 @@ def unlock_and_close(fd: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def remove_temp_files(folders: Iterable[str], cutoff_ns: int) -> None:
+    """Remove the temp files ``replace`` and ``locked`` make (``.turnlog-*.tmp``) last changed
+    before ``cutoff_ns``, in ``folders``: what writers killed before their rename left."""
+    for folder in folders:
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            if not (entry.name.startswith(".turnlog-") and entry.name.endswith(".tmp")):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if entry.stat(follow_symlinks=False).st_mtime_ns < cutoff_ns:
+                    os.unlink(entry.path)
 
 
 def replace(path: str, data: bytes, *, mode: int = 0o600, durable: bool = False) -> None:

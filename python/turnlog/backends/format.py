@@ -7,6 +7,8 @@ suite checks that both agree byte for byte.
 
 from __future__ import annotations
 
+import bisect
+import functools
 import json
 import math
 import re
@@ -24,6 +26,8 @@ __all__ = [
     "name_to_key",
     "parse_line",
     "valid_text",
+    "zeroclaw_key",
+    "zeroclaw_name",
 ]
 
 SUFFIX = ".jsonl"
@@ -106,6 +110,69 @@ def name_to_key(name: str) -> str | None:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return None
+
+
+@functools.cache
+def _alnum_ranges() -> tuple[list[int], list[int]]:
+    """Starts and ends of the non-ASCII ranges ZeroClaw keeps (``_alnum.RANGES``), for bisect."""
+    from . import _alnum
+
+    pairs = [part.split("-") for part in _alnum.RANGES.split()]
+    return [int(start, 16) for start, _ in pairs], [int(end, 16) for _, end in pairs]
+
+
+def _zeroclaw_keeps(char: str) -> bool:
+    if char.isascii():
+        return char.isalnum() or char in "_-"
+    starts, ends = _alnum_ranges()
+    at = bisect.bisect_right(starts, ord(char)) - 1
+    return at >= 0 and ord(char) <= ends[at]
+
+
+_ZEROCLAW_ASCII_OTHER = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def zeroclaw_name(key: object) -> str:
+    """The file name (without ``.jsonl``) ZeroClaw gives session ``key``: every character that
+    is not alphanumeric (Rust's Unicode-aware ``char::is_alphanumeric``), ``_`` or ``-`` becomes
+    ``_``. Lossy: ``a:b``, ``a/b`` and ``a_b`` share a name. ``rust/keys.rs`` does the same.
+
+    Raises:
+        TypeError: ``key`` is not a str.
+        ValueError: ``key`` is empty, holds a lone surrogate, or its name is too long.
+    """
+    if not isinstance(key, str):
+        raise TypeError(f"session key must be str, not {type(key).__name__}")
+    if not key:
+        raise ValueError("session key must not be empty")
+    if key.isascii():
+        name = _ZEROCLAW_ASCII_OTHER.sub("_", key)
+    else:
+        if has_surrogate(key):
+            raise ValueError("session key must not contain lone surrogates")
+        name = "".join(char if _zeroclaw_keeps(char) else "_" for char in key)
+    size = len(name.encode("utf-8"))
+    if size > MAX_NAME_BYTES:
+        raise ValueError(
+            f"session key is too long: its file name needs {size} bytes, at most "
+            f"{MAX_NAME_BYTES} fit"
+        )
+    return name
+
+
+def is_zeroclaw_name(name: str) -> bool:
+    """Whether ``name`` (a file name without suffix) is one ZeroClaw writes: a key that
+    ``zeroclaw_name`` leaves as it is."""
+    try:
+        return zeroclaw_name(name) == name
+    except ValueError:
+        return False
+
+
+def zeroclaw_key(name: str) -> str | None:
+    """The key a store with ZeroClaw's names lists for the file ``name`` (without suffix): the
+    name itself, as ZeroClaw lists it; ``None`` for a name ZeroClaw never writes."""
+    return name if is_zeroclaw_name(name) else None
 
 
 # --- reading lines ------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 ``turnlog --workspace DIR COMMAND ...`` (or ``python -m turnlog``). The workspace defaults to
 ``$TURNLOG_WORKSPACE``, else the current folder. Commands: ``ls``, ``show``, ``append``,
-``doctor``, ``compact``, ``rm``, ``export``, ``bench``; ``turnlog COMMAND --help`` for each, and
-``docs/CLI.md`` for a walk-through.
+``doctor``, ``compact``, ``rm``, ``export``, ``adopt``, ``bench``; ``turnlog COMMAND --help``
+for each, and ``docs/CLI.md`` for a walk-through.
 
 Output is a table or text for people and JSON with ``--json`` (every command, before or after
 it). Long work draws a progress bar on stderr when stderr is a terminal, and nothing when it is
@@ -16,7 +16,8 @@ This module holds the command line (``build_parser``) and ``main``; the rest liv
 ``workspace`` (opening the folder or server and its backend), ``output`` (stdout, error lines,
 exit statuses, ``CliError``), ``table`` (tables, sizes, safe text, the progress bar), the
 commands in ``inspect`` (``ls``, ``show``, ``doctor``, ``export``: they change nothing),
-``edit`` (``append``, ``compact``, ``rm``) and ``bench``, and ``doctor`` (why a line is corrupt).
+``edit`` (``append``, ``compact``, ``rm``), ``adopt`` and ``bench``, and ``doctor`` (why a
+line is corrupt).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import NoReturn
 
 from .. import IMPLEMENTATION, __version__
 from ..backends import format as _format
+from .adopt import cmd_adopt
 from .bench import cmd_bench
 from .edit import cmd_append, cmd_compact, cmd_rm
 from .inspect import SORTS, cmd_doctor, cmd_export, cmd_ls, cmd_show
@@ -194,6 +196,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     append.add_argument("--role", help="who speaks: user, assistant, system, tool...")
     append.add_argument("--content", help="the text of the message")
+
+    adopt = command(
+        "adopt",
+        cmd_adopt,
+        "give the keys in FILE the files ZeroClaw wrote for them (a dry run without --apply)",
+    )
+    adopt.add_argument(
+        "--keys",
+        required=True,
+        metavar="FILE",
+        help="the bot's session keys, one a line (-: stdin)",
+    )
+    adopt.add_argument("--apply", action="store_true", help="adopt (default: only show the plan)")
 
     doctor = command(
         "doctor",

@@ -15,6 +15,7 @@ from typing import Any
 
 from .._impl import ChatMessage
 from ..backends import format as _format
+from ..backends.jsonl.base import JsonlStoreBase
 from .doctor import Report, check_file, read_lines
 from .output import FAILURE, OK, USAGE, CliError, error, plural, quote, write, write_json
 from .table import Progress, human_size, printable, render_table
@@ -273,6 +274,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         workspace.require(args.keys)
         keys = args.keys or workspace.list_sessions()
         checked = _check_all(workspace, keys)
+        store = workspace.store
+        legacy = sorted(store.zeroclaw_files()) if isinstance(store, JsonlStoreBase) else []
     corrupt = sum(len(report.findings) for _, report, _ in checked if report)
     hurt = sum(1 for _, report, _ in checked if report and report.findings)
     unreadable = sum(1 for _, _, failure in checked if failure)
@@ -283,9 +286,18 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                 "sessions": [_report_json(*entry) for entry in checked],
                 "corrupt_lines": corrupt,
                 "damaged_sessions": hurt + unreadable,
+                "zeroclaw_files_not_adopted": [name + _format.SUFFIX for name in legacy],
             }
         )
         return status
+    if legacy and not args.keys:
+        # Not damage: histories a switch from ZeroClaw has not handed to their keys yet.
+        names = ", ".join(printable(name + _format.SUFFIX) for name in legacy[:10])
+        more = f" and {len(legacy) - 10:,} more" if len(legacy) > 10 else ""
+        write(
+            f"{plural(len(legacy), 'ZeroClaw file')} not adopted yet: {names}{more} "
+            "(a key adopts its file on first use; turnlog adopt --keys FILE does it now)\n"
+        )
     if not keys:
         write(f"nothing to check: no sessions in {workspace.where}\n")
         return OK

@@ -186,4 +186,8 @@ def open_workspace(args: argparse.Namespace, *, create: bool) -> Workspace:
             what = "not a folder" if os.path.exists(path) else "no such folder"
             raise CliError(f"no workspace at {path}: {what}")
         return Workspace(path, args.backend, None)
+    if backend_class is SessionStore:
+        # The command line never hands a ZeroClaw file to a key by itself (``turnlog show
+        # user_1`` must not take the file ``user:1`` was to adopt): ``turnlog adopt`` does that.
+        return Workspace(path, args.backend, SessionStore(path, adopt_zeroclaw_names=False))
     return Workspace(path, args.backend, backend_class(path))

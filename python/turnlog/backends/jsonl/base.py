@@ -8,7 +8,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 from ..._impl import ChatMessage
 from ..._rules import (
@@ -30,9 +30,10 @@ from .. import files
 from .. import format as _format
 from ..workspace import PathLike, sessions_dir
 from . import sidecar
+from .legacy import LegacyFiles, mark_zeroclaw_names
 from .sidecar import Sidecars
 
-__all__ = ["Appended", "JsonlStoreBase"]
+__all__ = ["Appended", "JsonlStoreBase", "Names"]
 
 log = logging.getLogger("turnlog")
 
@@ -41,6 +42,9 @@ TEMP_FILE_AGE = 3600.0
 
 #: What an append did besides writing: ``(created the file, repaired a torn last line)``.
 Appended = tuple[bool, bool]
+
+#: How a store names session files: ``"escaped"`` (turnlog's, reversible) or ``"zeroclaw"``.
+Names = Literal["escaped", "zeroclaw"]
 
 
 class JsonlStoreBase(SessionBackend):
@@ -60,10 +64,19 @@ class JsonlStoreBase(SessionBackend):
             before it raises ``TimeoutError`` and changes nothing; ``None`` (default): no limit.
             A writer that was stopped (SIGSTOP, a debugger) holding a lock then cannot freeze
             the session's readers and writers.
+        names: ``"escaped"`` (default): turnlog's file names, one file per key (``a:b`` is
+            ``a%3Ab.jsonl``). ``"zeroclaw"``: ZeroClaw's names, lossy as ZeroClaw's are
+            (``a:b``, ``a/b`` and ``a_b`` share ``a_b.jsonl``), to share a workspace with a
+            ZeroClaw process; ``list_sessions`` then returns file names, as ZeroClaw does.
+        adopt_zeroclaw_names: With ``names="escaped"``, a key whose own file does not exist
+            takes over ("adopts") the file ZeroClaw would have used for it, if that file was in
+            the workspace before turnlog first opened it (``docs/ZEROCLAW.md``). ``False``:
+            never.
 
     Raises:
         NotADirectoryError: ``workspace`` (or its ``sessions``) exists and is not a folder.
         PermissionError: the folder cannot be created.
+        ValueError: ``names`` is neither ``"escaped"`` nor ``"zeroclaw"``.
     """
 
     def __init__(
@@ -72,7 +85,11 @@ class JsonlStoreBase(SessionBackend):
         *,
         durability: Durability = "process",
         lock_timeout: float | None = None,
+        names: Names = "escaped",
+        adopt_zeroclaw_names: bool = True,
     ) -> None:
+        if names not in ("escaped", "zeroclaw"):
+            raise ValueError(f"names must be 'escaped' or 'zeroclaw', not {names!r}")
         # Both stores lock with flock from Python too (sidecars, a session's creation): say now,
         # not at the first write, where the platform has none.
         files.require_flock()
@@ -80,13 +97,36 @@ class JsonlStoreBase(SessionBackend):
         self._lock_timeout = (
             None if lock_timeout is None else check_amount(lock_timeout, "lock_timeout")
         )
-        self._sessions_dir = sessions_dir(workspace, durable=durability == "power")
-        self._sidecars = Sidecars(self._sessions_dir, durable=durability == "power")
+        durable = durability == "power"
+        self._sessions_dir = sessions_dir(workspace, durable=durable)
+        self._names: Names = names
+        if names == "escaped":
+            self._name_of, key_of = _format.key_to_name, _format.name_to_key
+        else:
+            self._name_of, key_of = _format.zeroclaw_name, _format.zeroclaw_key
+        self._sidecars = Sidecars(self._sessions_dir, durable=durable, key_of=key_of)
+        metadata_dir = os.path.dirname(self._sidecars.folder)
+        self._legacy: LegacyFiles | None = None
+        self._adopts = adopt_zeroclaw_names and names == "escaped"
+        if names == "zeroclaw":
+            mark_zeroclaw_names(metadata_dir, durable=durable)
+        else:
+            # Made even by a store that adopts nothing: the record must list only the files
+            # that were there before any turnlog store wrote here.
+            self._legacy = LegacyFiles(
+                self._sessions_dir, metadata_dir, timeout=self._lock_timeout, durable=durable
+            )
+        self._zeroclaw_view: JsonlStoreBase | None = None
 
     @property
     def sessions_dir(self) -> str:
         """The absolute path of the folder that holds the ``.jsonl`` files."""
         return self._sessions_dir
+
+    @property
+    def names(self) -> Names:
+        """How this store names session files: ``"escaped"`` or ``"zeroclaw"``."""
+        return self._names
 
     @property
     def lock_timeout(self) -> float | None:
@@ -107,7 +147,7 @@ class JsonlStoreBase(SessionBackend):
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}({os.path.dirname(self._sessions_dir)!r}, "
-            f"durability={self._durability!r})"
+            f"durability={self._durability!r}, names={self._names!r})"
         )
 
     def transcript_path(self, session_key: str) -> str:
@@ -116,8 +156,62 @@ class JsonlStoreBase(SessionBackend):
         Raises:
             TypeError, ValueError: a bad key.
         """
-        name = _format.key_to_name(session_key)
-        return os.path.join(self._sessions_dir, name + _format.SUFFIX)
+        return os.path.join(self._sessions_dir, self._name_of(session_key) + _format.SUFFIX)
+
+    # --- ZeroClaw's files -----------------------------------------------------------------------
+
+    def _own(self, session_key: str) -> str:
+        """``session_key``, once its legacy ZeroClaw file (if any, and no other key took it)
+        became its own. Every call on a session comes here first: free with no legacy file left."""
+        if self._adopts and self._legacy:
+            self.adopt_zeroclaw_file(session_key)
+        return session_key
+
+    def adopt_zeroclaw_file(self, session_key: str) -> bool:
+        """Make the legacy ZeroClaw file of ``session_key`` its own now (with any store: what
+        every call does first when ``adopt_zeroclaw_names`` is on). ``True`` if the key took
+        one: renamed to the key's own name, or kept, when that name is already the file's
+        (``user_1.jsonl`` for ``user_1``), from then on no other key's.
+
+        Raises:
+            TypeError, ValueError: a bad key.
+            TimeoutError: a lock was not had within ``lock_timeout``.
+            OSError: the file could not be renamed; it stays a legacy file.
+        """
+        path = self.transcript_path(session_key)
+        if not self._legacy:
+            return False
+        name = self._name_of(session_key)
+        return self._legacy.take(session_key, path, lambda: self._sidecars.unlink(name))
+
+    def zeroclaw_files(self) -> dict[str, str]:
+        """The legacy ZeroClaw files no key has adopted yet, ``{name: path}`` (``name``: the file
+        name without ``.jsonl``); always empty with ``names="zeroclaw"``."""
+        return self._legacy.present() if self._legacy else {}
+
+    def _unadopted(self, keys: Iterable[str]) -> dict[str, str]:
+        """``{key: path}`` of the listed ``keys`` that are only a legacy file's name."""
+        legacy = self.zeroclaw_files() if self._adopts else {}
+        return {key: legacy[key] for key in keys if key in legacy and not self._exists(key)}
+
+    def _view(self) -> JsonlStoreBase:
+        """This workspace with ZeroClaw's names: listings read legacy files through it."""
+        if self._zeroclaw_view is None:
+            workspace = os.path.dirname(self._sessions_dir)
+            self._zeroclaw_view = type(self)(
+                workspace,
+                durability=self._durability,
+                lock_timeout=self._lock_timeout,
+                names="zeroclaw",
+            )
+        return self._zeroclaw_view
+
+    def list_sessions(self) -> list[str]:
+        """Every session key, sorted; files whose names no key maps to are not listed. Legacy
+        ZeroClaw files not adopted yet are listed by their file name (``telegram_ключ``), as
+        ZeroClaw listed them: a call with that key adopts the file."""
+        keys = self._list()
+        return sorted({*keys, *self.zeroclaw_files()}) if self._adopts and self._legacy else keys
 
     # --- messages -------------------------------------------------------------------------------
 
@@ -134,7 +228,7 @@ class JsonlStoreBase(SessionBackend):
         """
         limit = check_limit(limit)
         try:
-            return self._load(session_key, limit)
+            return self._load(self._own(session_key), limit)
         except FileNotFoundError:
             return []
         except OSError as error:
@@ -150,11 +244,11 @@ class JsonlStoreBase(SessionBackend):
             TypeError, ValueError: a bad key or message; nothing is written.
             OSError: the write failed; the file is left as it was.
         """
-        self._appended(session_key, self._append(session_key, message))
+        self._appended(session_key, self._append(self._own(session_key), message))
 
     def append_many(self, session_key: str, messages: Iterable[MessageLike]) -> None:
         """Add ``messages`` in order with one locked write: all of them, or none on error."""
-        self._appended(session_key, self._append_many(session_key, messages))
+        self._appended(session_key, self._append_many(self._own(session_key), messages))
 
     def _appended(self, session_key: str, appended: Appended) -> None:
         if appended[1]:
@@ -200,7 +294,7 @@ class JsonlStoreBase(SessionBackend):
         the append, whose message is about to be stored: metadata is then derived from the
         transcript."""
         try:
-            self._sidecars.start(_format.key_to_name(session_key), transcript_fd)
+            self._sidecars.start(self._name_of(session_key), transcript_fd)
         except OSError as error:
             log.warning(
                 "turnlog: session %r was created, but its metadata could not be written "
@@ -219,8 +313,8 @@ class JsonlStoreBase(SessionBackend):
         # if no new session of the key began meanwhile; one left behind (a crash in between, a
         # metadata folder that refuses) belongs to no transcript, and the next session of the
         # key replaces it rather than inherit it (Sidecars.start).
-        deleted = self._delete(session_key)
-        name = _format.key_to_name(session_key)
+        deleted = self._delete(self._own(session_key))
+        name = self._name_of(session_key)
         if not os.path.lexists(self.transcript_path(session_key)):
             try:
                 self._sidecars.unlink(name)
@@ -237,23 +331,25 @@ class JsonlStoreBase(SessionBackend):
         for value in changes.values():
             if isinstance(value, str) and _format.has_surrogate(value):
                 raise ValueError("session metadata must not contain lone surrogates")
-        path = self.transcript_path(session_key)
+        path = self.transcript_path(self._own(session_key))
         with self._locked(path, create=True) as held:
             assert held is not None
             fd, created = held
-            name = _format.key_to_name(session_key)
+            name = self._name_of(session_key)
             try:
                 self._sidecars.update(name, fd, changes, created=created)
             except BaseException:
                 if created:  # a failed setter leaves no session behind
                     os.unlink(path)
                 raise
+        if created and self._durability == "power":
+            files.sync_dir(self._sessions_dir)  # the new transcript's name, as appends sync it
 
     def _set_times(self, session_key: str, times: SessionTimes) -> bool:
         """``created_at`` and ``turn_started_at`` go to the sidecar; ``last_activity`` becomes the
         transcript's modification time (which is what last activity is here), so
         ``cleanup_stale`` and ``list_stuck_sessions`` judge the session by the given times."""
-        name = _format.key_to_name(session_key)
+        name = self._name_of(self._own(session_key))
         active = times.last_activity
         if active is not None and not -(2**63) <= sidecar.to_ns(active) < 2**63:
             raise ValueError(f"last_activity is out of the range a file time holds: {active!r}")
@@ -283,6 +379,9 @@ class JsonlStoreBase(SessionBackend):
         Raises:
             OSError: the transcript or its sidecar could not be read (as for ``load``).
         """
+        return self._metadata(self._own(session_key))
+
+    def _metadata(self, session_key: str) -> SessionMetadata | None:
         try:
             stat = self._stat(session_key)
         except OSError as error:
@@ -293,7 +392,7 @@ class JsonlStoreBase(SessionBackend):
         if stat is None:
             return None
         count, mtime_ns = stat
-        meta = self._sidecars.read(_format.key_to_name(session_key))
+        meta = self._sidecars.read(self._name_of(session_key))
         return sidecar.metadata(session_key, meta, count, mtime_ns)
 
     def list_sessions_with_metadata(self) -> list[SessionMetadata]:
@@ -308,7 +407,9 @@ class JsonlStoreBase(SessionBackend):
 
     def get_session_name(self, session_key: str) -> str | None:
         """The session's name, or ``None``."""
-        return sidecar.text_field(self._sidecars.read(_format.key_to_name(session_key)), "name")
+        return sidecar.text_field(
+            self._sidecars.read(self._name_of(self._own(session_key))), "name"
+        )
 
     def set_session_agent_alias(self, session_key: str, alias: str) -> None:
         """Bind the session to an agent alias (creating the session if needed)."""
@@ -319,7 +420,7 @@ class JsonlStoreBase(SessionBackend):
     def get_session_agent_alias(self, session_key: str) -> str | None:
         """The session's agent alias, or ``None``."""
         return sidecar.text_field(
-            self._sidecars.read(_format.key_to_name(session_key)), "agent_alias"
+            self._sidecars.read(self._name_of(self._own(session_key))), "agent_alias"
         )
 
     def _set_context(self, session_key: str, fields: dict[str, str]) -> None:
@@ -342,8 +443,8 @@ class JsonlStoreBase(SessionBackend):
     def get_session_state(self, session_key: str) -> SessionState | None:
         """The turn state (``"idle"`` until one is set); ``None`` if the session does not exist."""
         if not self.session_exists(session_key):
-            return None
-        return sidecar.state_of(self._sidecars.read(_format.key_to_name(session_key)))
+            return None  # (which adopted a legacy file of the key, if any)
+        return sidecar.state_of(self._sidecars.read(self._name_of(session_key)))
 
     def list_running_sessions(self) -> list[SessionMetadata]:
         """Sessions in the ``"running"`` state, the most recently active first."""
@@ -351,7 +452,7 @@ class JsonlStoreBase(SessionBackend):
 
     def _states(self) -> list[tuple[str, SessionState]]:
         """``(key, state)`` of every session that has a sidecar."""
-        return [(key, state) for key, state in self._sidecars.states() if self.session_exists(key)]
+        return [(key, state) for key, state in self._sidecars.states() if self._exists(key)]
 
     def list_stuck_sessions(self, threshold_secs: float) -> list[SessionMetadata]:
         """Sessions running for longer than ``threshold_secs`` (by ``turn_started_at``)."""
@@ -376,8 +477,10 @@ class JsonlStoreBase(SessionBackend):
         """
         limit = sidecar.to_ns(earlier(sidecar.now(), check_amount(ttl_hours, "ttl_hours") * 3600))
         removed = 0
-        for key in self.list_sessions():
-            path = self.transcript_path(key)
+        keys = self.list_sessions()
+        unadopted = self._unadopted(keys)  # stale like any session, and not adopted for it
+        for key in keys:
+            path = unadopted.get(key) or self.transcript_path(key)
             try:
                 if os.lstat(path).st_mtime_ns >= limit:
                     continue
@@ -391,29 +494,17 @@ class JsonlStoreBase(SessionBackend):
                     continue
                 if held is None or os.fstat(held[0]).st_mtime_ns >= limit:
                     continue
-                self._sidecars.unlink(_format.key_to_name(key))
+                self._sidecars.unlink(self._name_of(key))
                 os.unlink(path)
             if self._durability == "power":
                 files.sync_dir(self._sessions_dir)
             removed += 1
-        self._remove_abandoned_temp_files()
-        return removed
-
-    def _remove_abandoned_temp_files(self) -> None:
-        """Remove the temp files of rewrites that were killed before their rename (an hour old:
-        no rewrite in progress takes that long), in ``sessions/`` and the sidecar folder."""
+        # Temp files of rewrites killed before their rename: an hour old, no rewrite in
+        # progress takes that long.
         cutoff = sidecar.to_ns(earlier(sidecar.now(), TEMP_FILE_AGE))
-        for folder in (self._sessions_dir, self._sidecars.folder):
-            try:
-                entries = list(os.scandir(folder))
-            except FileNotFoundError:
-                continue
-            for entry in entries:
-                if not (entry.name.startswith(".turnlog-") and entry.name.endswith(".tmp")):
-                    continue
-                with contextlib.suppress(FileNotFoundError):
-                    if entry.stat(follow_symlinks=False).st_mtime_ns < cutoff:
-                        os.unlink(entry.path)
+        meta = self._sidecars.folder
+        files.remove_temp_files((self._sessions_dir, meta, os.path.dirname(meta)), cutoff)
+        return removed
 
     def search(self, query: SessionQuery, *, match: Match = "all") -> list[SessionMetadata]:
         """Sessions with a message whose content holds the keyword, the most recently active
@@ -425,6 +516,13 @@ class JsonlStoreBase(SessionBackend):
         """
         keyword, limit = check_query(query, match)
         every = self.list_sessions()
+        unadopted = self._unadopted(every)
+        if unadopted:  # read through ZeroClaw's names, without adopting
+            every = [key for key in every if key not in unadopted]
+            view = self._view()
+            view_keys = view._search(sorted(unadopted), keyword, match == "all")
+        else:
+            view_keys = []
         try:
             keys = self._search(every, keyword, match == "all")
         except OSError:
@@ -438,17 +536,21 @@ class JsonlStoreBase(SessionBackend):
                     if not (isinstance(error, PermissionError) or files.is_not_a_session(error)):
                         raise
                     log.warning("turnlog: cannot read session %r: %s", key, error)
-        found = self._metadata_of(keys)
+        found = self._metadata_of([*keys, *view_keys])
         return found if limit is None else found[:limit]
 
     def _metadata_of(self, keys: Iterable[str]) -> list[SessionMetadata]:
         """The metadata of ``keys``, the most recently active first. A session this user may not
         read is left out of the listing, with a warning: one such file must not make listing
         and search fail for the whole workspace. Other read errors raise."""
+        keys = list(keys)
+        unadopted = self._unadopted(keys)
         found = []
         for key in keys:
+            # A legacy file is described, not adopted, by a listing.
+            store = self._view() if key in unadopted else self
             try:
-                metadata = self.get_session_metadata(key)
+                metadata = store._metadata(key)
             except PermissionError as error:
                 log.warning("turnlog: cannot read session %r: %s", key, error)
                 continue
@@ -473,6 +575,18 @@ class JsonlStoreBase(SessionBackend):
     @abc.abstractmethod
     def _append_many(self, session_key: str, messages: Iterable[MessageLike]) -> Appended:
         """Append messages in one write; as :meth:`_append`; nothing at all for none."""
+
+    def session_exists(self, session_key: str) -> bool:
+        """Whether the session has a file (an emptied session still exists)."""
+        return self._exists(self._own(session_key))
+
+    @abc.abstractmethod
+    def _exists(self, session_key: str) -> bool:
+        """Whether the key's own file exists (a legacy file is not adopted here)."""
+
+    @abc.abstractmethod
+    def _list(self) -> list[str]:
+        """The keys of the files in ``sessions/`` that a key of this store's names maps to."""
 
     @abc.abstractmethod
     def _delete(self, session_key: str) -> bool:

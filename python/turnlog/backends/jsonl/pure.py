@@ -107,7 +107,7 @@ class SessionStore(JsonlStoreBase):
         return self._write_locked(session_key, _format.encode_message(message))
 
     def _append_many(self, session_key: str, messages: Iterable[MessageLike]) -> Appended:
-        _format.key_to_name(session_key)  # a bad key is refused even with nothing to write
+        self._name_of(session_key)  # a bad key is refused even with nothing to write
         data = b"".join([_format.encode_message(m) for m in messages])
         return self._write_locked(session_key, data) if data else (False, False)
 
@@ -124,7 +124,7 @@ class SessionStore(JsonlStoreBase):
     def _search(self, keys: list[str], keyword: str, match_all: bool) -> list[str]:
         words = search_words(keyword)
         if not words:
-            return [key for key in keys if self.session_exists(key)]
+            return [key for key in keys if self._exists(key)]
         found = []
         for key in keys:
             try:
@@ -162,7 +162,7 @@ class SessionStore(JsonlStoreBase):
 
     def remove_last(self, session_key: str) -> bool:
         """Remove the newest valid message; corrupt lines around it stay. ``True`` if one was."""
-        with self._newest(session_key) as newest:
+        with self._newest(self._own(session_key)) as newest:
             if newest is None:
                 return False
             self._cut(*newest)
@@ -181,7 +181,7 @@ class SessionStore(JsonlStoreBase):
     def pop_last(self, session_key: str) -> ChatMessage | None:
         """Remove the newest valid message and return it, under the session's lock; ``None``
         when there is none. Corrupt lines around it stay."""
-        with self._newest(session_key) as newest:
+        with self._newest(self._own(session_key)) as newest:
             if newest is None:
                 return None
             fd, path, data, start, end = newest
@@ -192,7 +192,7 @@ class SessionStore(JsonlStoreBase):
     def update_last(self, session_key: str, message: MessageLike) -> bool:
         """Replace the newest valid message, atomically. ``False`` (nothing written) if none."""
         line = _format.encode_message(message)
-        with self._newest(session_key) as newest:
+        with self._newest(self._own(session_key)) as newest:
             if newest is None:
                 return False
             fd, path, data, start, end = newest
@@ -201,7 +201,7 @@ class SessionStore(JsonlStoreBase):
 
     def compact(self, session_key: str) -> None:
         """Rewrite the session with only its valid lines, stripped, atomically."""
-        path = self.transcript_path(session_key)
+        path = self.transcript_path(self._own(session_key))
         with self._locked(path, create=False) as held:
             if held is None:
                 return
@@ -214,7 +214,7 @@ class SessionStore(JsonlStoreBase):
 
     def clear_messages(self, session_key: str) -> int:
         """Empty the session (its file stays, so it stays listed). Returns the messages removed."""
-        path = self.transcript_path(session_key)
+        path = self.transcript_path(self._own(session_key))
         with self._locked(path, create=False) as held:
             if held is None:
                 return 0
@@ -226,21 +226,19 @@ class SessionStore(JsonlStoreBase):
                     files.sync_data(fd)
             return _count_valid(data)
 
-    def list_sessions(self) -> list[str]:
-        """Every session key, sorted. Files whose names no key maps to are not listed."""
+    def _list(self) -> list[str]:
         keys = []
         with os.scandir(self._sessions_dir) as entries:
             for entry in entries:
                 name = entry.name
                 if name.endswith(_format.SUFFIX) and entry.is_file(follow_symlinks=False):
-                    key = _format.name_to_key(name[: -len(_format.SUFFIX)])
+                    key = self._sidecars.key_of(name[: -len(_format.SUFFIX)])
                     if key is not None:
                         keys.append(key)
         keys.sort()
         return keys
 
-    def session_exists(self, session_key: str) -> bool:
-        """Whether the session has a file (an emptied session still exists)."""
+    def _exists(self, session_key: str) -> bool:
         try:
             return stat.S_ISREG(os.lstat(self.transcript_path(session_key)).st_mode)
         except FileNotFoundError:

@@ -14,7 +14,7 @@ from ..._rules import Durability
 from ...backend import MessageLike
 from .. import format as _format
 from ..workspace import PathLike
-from .base import Appended, JsonlStoreBase
+from .base import Appended, JsonlStoreBase, Names
 
 __all__ = ["SessionStore"]
 
@@ -36,11 +36,21 @@ class SessionStore(JsonlStoreBase):
         *,
         durability: Durability = "process",
         lock_timeout: float | None = None,
+        names: Names = "escaped",
+        adopt_zeroclaw_names: bool = True,
     ) -> None:
-        super().__init__(workspace, durability=durability, lock_timeout=lock_timeout)
+        super().__init__(
+            workspace,
+            durability=durability,
+            lock_timeout=lock_timeout,
+            names=names,
+            adopt_zeroclaw_names=adopt_zeroclaw_names,
+        )
         assert native is not None, "turnlog._native is not built"
         durable = durability == "power"
-        self._native = native.JsonlStore(self._sessions_dir, durable, self._lock_timeout)
+        self._native = native.JsonlStore(
+            self._sessions_dir, durable, self._lock_timeout, names == "zeroclaw"
+        )
 
     def _load(self, session_key: str, limit: int | None) -> list[ChatMessage]:
         return self._native.load(session_key, limit)  # type: ignore[no-any-return]
@@ -73,29 +83,27 @@ class SessionStore(JsonlStoreBase):
 
     def remove_last(self, session_key: str) -> bool:
         """Remove the newest valid message; corrupt lines around it stay. ``True`` if one was."""
-        return self._native.remove_last(session_key)  # type: ignore[no-any-return]
+        return self._native.remove_last(self._own(session_key))  # type: ignore[no-any-return]
 
     def pop_last(self, session_key: str) -> ChatMessage | None:
         """Remove the newest valid message and return it, under the session's lock; ``None``
         when there is none. Corrupt lines around it stay."""
-        return self._native.pop_last(session_key)  # type: ignore[no-any-return]
+        return self._native.pop_last(self._own(session_key))  # type: ignore[no-any-return]
 
     def update_last(self, session_key: str, message: MessageLike) -> bool:
         """Replace the newest valid message, atomically. ``False`` (nothing written) if none."""
-        return self._native.update_last(session_key, _native_message(message))  # type: ignore[no-any-return]
+        return self._native.update_last(self._own(session_key), _native_message(message))  # type: ignore[no-any-return]
 
     def compact(self, session_key: str) -> None:
         """Rewrite the session with only its valid lines, stripped, atomically."""
-        self._native.compact(session_key)
+        self._native.compact(self._own(session_key))
 
     def clear_messages(self, session_key: str) -> int:
         """Empty the session (its file stays, so it stays listed). Returns the messages removed."""
-        return self._native.clear_messages(session_key)  # type: ignore[no-any-return]
+        return self._native.clear_messages(self._own(session_key))  # type: ignore[no-any-return]
 
-    def list_sessions(self) -> list[str]:
-        """Every session key, sorted. Files whose names no key maps to are not listed."""
+    def _list(self) -> list[str]:
         return self._native.list_sessions()  # type: ignore[no-any-return]
 
-    def session_exists(self, session_key: str) -> bool:
-        """Whether the session has a file (an emptied session still exists)."""
+    def _exists(self, session_key: str) -> bool:
         return self._native.session_exists(session_key)  # type: ignore[no-any-return]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -118,11 +119,20 @@ class Sidecars:
     Args:
         sessions_dir: The workspace's ``sessions`` folder (the sidecars sit beside it).
         durable: fsync each sidecar and its folder (``durability="power"``).
+        key_of: The key of a session file's name, ``None`` if none (the store's naming).
     """
 
-    def __init__(self, sessions_dir: str, *, durable: bool) -> None:
+    def __init__(
+        self,
+        sessions_dir: str,
+        *,
+        durable: bool,
+        key_of: Callable[[str], str | None] = _format.name_to_key,
+    ) -> None:
         self.folder = os.path.join(os.path.dirname(sessions_dir), ".turnlog", "meta")
         self._durable = durable
+        #: The key of a file name (the store's way of naming files), ``None`` if none.
+        self.key_of = key_of
 
     def path(self, name: str) -> str:
         """The sidecar of the session whose transcript is ``<name>.jsonl``."""
@@ -200,7 +210,7 @@ class Sidecars:
             return []
         found = []
         for entry in names:
-            key = _format.name_to_key(entry[: -len(".json")]) if entry.endswith(".json") else None
+            key = self.key_of(entry[: -len(".json")]) if entry.endswith(".json") else None
             if key is not None:
                 found.append((key, state_of(self.read(entry[: -len(".json")]))))
         return found
