@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 from bench_peers import REPLY, USER, AgentsSQLite
 from compare import fmt
 from corpus import Corpus, bench_dir, ensure_corpus
-from machine import machine
+from machine import cpu_seconds, machine, others_share
 from peers import OrjsonStore, split_decode
 from turnlog import SessionStore
 from turnlog.aio import AsyncSessionStore
@@ -538,7 +538,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> str:
     arguments = sys.argv[1:] if argv is None else list(argv)
     options = parse(arguments)
-    started = time.perf_counter()
+    started, cpu_at_start = time.perf_counter(), cpu_seconds()
     print(f"corpora: {options.messages:,} messages, default and non-ASCII ...", flush=True)
     corpora = [ensure_corpus(n=options.messages, text=text) for text in ("nonascii", "mixed")]
     big = big_sessions(corpora[1])
@@ -558,7 +558,8 @@ def main(argv: Sequence[str] | None = None) -> str:
         "row take turns round by round). "
         f"Big sessions: the `corpus.py` corpus of {options.messages:,} messages "
         f"({corpora[1].size / 1e6:,.0f} MB; non-ASCII: {corpora[0].size / 1e6:,.0f} MB). "
-        f"{machine()}. {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC."
+        f"{machine()}. {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; "
+        f"{others_share(cpu_at_start, time.perf_counter() - started)}."
     )
     text = f"{header}\n\n{table(rows)}\n"
     print("\n" + text)

@@ -1,4 +1,4 @@
-"""What a benchmark ran on, for the line under its table: CPU, cores, Python, turnlog's version,
+"""What a benchmark ran on, for the line above its table: CPU, cores, Python, turnlog's version,
 core and build profile, and the commit of the source tree it was imported from."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import turnlog
 from turnlog._impl import native
 
-__all__ = ["build_profile", "machine"]
+__all__ = ["build_profile", "cpu_seconds", "machine", "others_share"]
 
 
 def build_profile() -> str:
@@ -63,3 +63,27 @@ def machine() -> str:
         f"Python {platform.python_version()}; turnlog {turnlog.__version__} "
         f"({turnlog.IMPLEMENTATION}, {build_profile()}{f', commit {commit}' if commit else ''})"
     )
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """CPU seconds used so far by the whole machine (``/proc/stat``; 0 where there is none) and
+    by this process and its children, to tell afterwards how much others used meanwhile."""
+    t = os.times()
+    own = t.user + t.system + t.children_user + t.children_system
+    try:
+        ticks = [int(field) for field in Path("/proc/stat").read_text().split()[1:9]]
+    except (OSError, ValueError):
+        return 0.0, own
+    # user nice system idle iowait irq softirq steal: all but idle and iowait kept a core busy
+    # (steal: the hypervisor gave the core to another VM).
+    busy = sum(ticks) - ticks[3] - ticks[4]
+    return busy / os.sysconf("SC_CLK_TCK"), own
+
+
+def others_share(start: tuple[float, float], elapsed: float) -> str:
+    """How many cores other processes kept busy since ``start`` (a ``cpu_seconds()``)."""
+    machine_now, own_now = cpu_seconds()
+    if not machine_now:
+        return "other processes' load unknown"
+    others = max(0.0, (machine_now - start[0]) - (own_now - start[1])) / elapsed
+    return f"other processes kept {others:.2f} of the {os.cpu_count()} cores busy meanwhile"
