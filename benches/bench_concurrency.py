@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import statistics
 import subprocess
@@ -111,6 +112,16 @@ def workspace(name: str) -> Path:
     return path
 
 
+def place(source: Path, root: Path, key: str) -> Path:
+    """``source`` copied in as session ``key``, and on disk before any clock starts: a copy's
+    dirty pages written back meanwhile would take a core from what is measured (there are 2)."""
+    target = root / "sessions" / f"{key}.jsonl"
+    shutil.copyfile(source, target)
+    with open(target, "rb") as f:
+        os.fsync(f.fileno())
+    return target
+
+
 # --- 1. asyncio chats and the loop's stalls ----------------------------------------------------
 
 
@@ -155,7 +166,7 @@ def big_sessions(corpus: Corpus) -> tuple[Path, list[str]]:
     root = workspace("big")
     keys = [f"big-{i}" for i in range(max(THREADS))]
     for key in keys:
-        shutil.copyfile(corpus.path, root / "sessions" / f"{key}.jsonl")
+        place(corpus.path, root, key)
     return root, keys
 
 
@@ -450,9 +461,8 @@ def bench_text(corpora: Sequence[Corpus], options: argparse.Namespace) -> list[R
     rows = []
     for corpus in corpora:
         root = workspace(f"text-{corpus.text}")
-        shutil.copyfile(corpus.path, root / "sessions" / "chat.jsonl")
+        path = place(corpus.path, root, "chat")
         store, orjson_store = SessionStore(root), OrjsonStore(root)
-        path = root / "sessions" / "chat.jsonl"
         found = interleaved(
             {
                 "turnlog": partial(store.load, "chat"),
