@@ -13,7 +13,7 @@ Five settings, measured side by side in one run with the build in use, medians o
 
 Prints a Markdown table and writes it to ``benches/results-concurrency.md``.
 
-    python benches/bench_concurrency.py            # 200,000-message sessions, ~5 min on 2 cores
+    python benches/bench_concurrency.py            # 200,000-message sessions, ~2 min on 2 cores
     python benches/bench_concurrency.py --quick    # 20,000-message sessions, under a minute
 """
 
@@ -574,7 +574,8 @@ def main(argv: Sequence[str] | None = None) -> str:
     text = f"{header}\n\n{table(rows)}\n"
     print("\n" + text)
     options.output.write_text(
-        f"# turnlog under concurrency and on non-ASCII text\n\n`{' '.join(arguments)}`: {text}"
+        "# turnlog under concurrency and on non-ASCII text\n\n"
+        f"`{' '.join(['python benches/bench_concurrency.py', *arguments])}`: {text}"
     )
     print(f"written to {options.output} in {time.perf_counter() - started:.0f} s")
     return text
