@@ -97,6 +97,7 @@ demo: build-release ## build a corrupt-laden session and show load and tail read
 .PHONY: bench
 bench: build-release ## the benchmarks (1M-message corpus) and the ratio table
 	$(PY) benches/compare.py --messages $(BENCH_MESSAGES)
+	$(PY) benches/bench_concurrency.py
 	TURNLOG_BENCH_MESSAGES=$(BENCH_MESSAGES) $(PY) -m pytest benches --benchmark-only \
 		--benchmark-columns=median,iqr,rounds -p no:cacheprovider
 

@@ -3,6 +3,9 @@
 ``ensure_corpus(path, n)`` writes ``n`` valid messages (as turnlog writes them) mixed with 5%
 corrupt lines of every kind, ending in a torn line, and reuses the file on later runs. Run
 ``python benches/corpus.py --messages N`` to build one and print its size.
+
+``text="nonascii"`` (``--text nonascii``) writes the same kind of file with a Telegram-like mix
+instead: mostly Cyrillic, CJK and emoji, little English.
 """
 
 # Non-Latin text is the point of this corpus, so confusable letters are expected.
@@ -20,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CORRUPT_KINDS", "Corpus", "bench_dir", "corpus_path", "ensure_corpus"]
+__all__ = ["CORRUPT_KINDS", "TEXTS", "Corpus", "bench_dir", "corpus_path", "ensure_corpus"]
 
 DEFAULT_SEED = 20240601
 #: Bump when the generator changes, so cached files are rebuilt.
@@ -72,6 +75,22 @@ CJK = (
     "안녕하세요, 주문하신 상품이 발송되었습니다.",
 )
 EMOJI = ("👍", "🎉", "🙂", "🚀", "❤️", "👩‍💻", "👋🏽", "🇺🇦", "🤖", "✅")
+# More of the same scripts for the non-ASCII mix, so its pool is not a handful of sentences.
+CYRILLIC = (
+    *RUSSIAN,
+    "Добрий день! Коли буде готове замовлення номер 4821?",
+    "Спасибо, всё получил. Завтра напишу подробнее 🙏",
+    "Можешь объяснить, почему сборка падает на третьем шаге?",
+    "Ок, тогда созвонимся в пятницу после обеда.",
+)
+CJK_MORE = (
+    *CJK,
+    "明日の会議は十時からです。資料を共有しますね。",
+    "谢谢你的帮助！这个方案我觉得可以。",
+    "배송 조회는 어디에서 할 수 있나요?",
+    "この件について、もう少し詳しく教えてください。",
+)
+EMOJI_RUNS = (*EMOJI, "😂😂😂", "🔥🔥", "🙏", "😅", "👀", "💯", "🥲", "🤔")
 ESCAPES = (
     'He said "ship it" and left.',
     "The file is at C:\\Users\\bot\\notes.txt",
@@ -97,6 +116,30 @@ GARBAGE = (
     "\u00ff\u00fe garbage",
 )
 
+#: The text mixes, as (cumulative share, sentences) for each script a message's parts come from.
+#: "mixed" is the default corpus: it must stay as it is (cached files and published figures
+#: depend on its bytes), so its shares and its order of random draws never change.
+MIXES: dict[str, tuple[tuple[float, tuple[str, ...]], ...]] = {
+    "mixed": (
+        (0.55, ENGLISH),
+        (0.70, RUSSIAN),
+        (0.80, CJK),
+        (0.88, EMOJI),
+        (0.95, ESCAPES),
+        (1.0, CODE_BLOCKS),
+    ),
+    # A Telegram bot's chats: mostly Cyrillic, CJK and emoji (2-4 bytes a character).
+    "nonascii": (
+        (0.45, CYRILLIC),
+        (0.75, CJK_MORE),
+        (0.90, EMOJI_RUNS),
+        (0.96, ENGLISH),
+        (0.98, ESCAPES),
+        (1.0, CODE_BLOCKS),
+    ),
+}
+TEXTS = tuple(MIXES)
+
 
 @dataclass
 class Corpus:
@@ -108,6 +151,7 @@ class Corpus:
     lines: int = 0
     size: int = 0
     corrupt: dict[str, int] = field(default_factory=dict)
+    text: str = "mixed"
 
     @property
     def corrupt_lines(self) -> int:
@@ -123,9 +167,10 @@ def bench_dir() -> Path:
     return path
 
 
-def corpus_path(n: int, seed: int = DEFAULT_SEED) -> Path:
-    """The default cache path of the ``n``-message corpus."""
-    return bench_dir() / f"corpus-{n}-{seed}.jsonl"
+def corpus_path(n: int, seed: int = DEFAULT_SEED, text: str = "mixed") -> Path:
+    """The default cache path of the ``n``-message corpus of the ``text`` mix."""
+    prefix = "corpus" if text == "mixed" else f"corpus-{text}"
+    return bench_dir() / f"{prefix}-{n}-{seed}.jsonl"
 
 
 def encode(obj: dict[str, Any]) -> bytes:
@@ -136,30 +181,23 @@ def encode(obj: dict[str, Any]) -> bytes:
 # --- the pool -----------------------------------------------------------------------------------
 
 
-def _text(rng: random.Random, length: int) -> str:
-    """About ``length`` characters of mixed-script chat text."""
+def _text(rng: random.Random, length: int, text: str = "mixed") -> str:
+    """About ``length`` characters of chat text in the ``text`` mix (see ``MIXES``)."""
     parts: list[str] = []
     total = 0
+    mix = MIXES[text]
     while total < length:
         pick = rng.random()
-        if pick < 0.55:
-            part = rng.choice(ENGLISH)
-        elif pick < 0.70:
-            part = rng.choice(RUSSIAN)
-        elif pick < 0.80:
-            part = rng.choice(CJK)
-        elif pick < 0.88:
-            part = rng.choice(EMOJI)
-        elif pick < 0.95:
-            part = rng.choice(ESCAPES)
-        else:
-            part = "\n\n" + rng.choice(CODE_BLOCKS) + "\n\n"
+        pool = next(pool for share, pool in mix if pick < share)
+        part = rng.choice(pool)
+        if pool is CODE_BLOCKS:
+            part = "\n\n" + part + "\n\n"
         parts.append(part)
         total += len(part) + 1
     return " ".join(parts)[:length]
 
 
-def _message(rng: random.Random) -> dict[str, Any]:
+def _message(rng: random.Random, text: str = "mixed") -> dict[str, Any]:
     size = rng.random()
     if size < 0.95:
         length = rng.randint(20, 300)
@@ -168,7 +206,7 @@ def _message(rng: random.Random) -> dict[str, Any]:
     else:
         length = rng.randint(10_000, 30_000)
     role = rng.choices(ROLES, ROLE_WEIGHTS)[0]
-    obj: dict[str, Any] = {"role": role, "content": _text(rng, length)}
+    obj: dict[str, Any] = {"role": role, "content": _text(rng, length, text)}
     if role == "tool" and rng.random() < 0.3:
         obj["name"] = rng.choice(("web_search", "calculator", "calendar"))
         obj["tool_call_id"] = f"call_{rng.getrandbits(48):012x}"
@@ -242,8 +280,8 @@ def _check(valid: list[bytes], corrupt: list[tuple[str, bytes]]) -> None:
             raise AssertionError(f"{kind} line is valid or has a newline: {line[:80]!r}")
 
 
-def _pools(rng: random.Random) -> tuple[list[bytes], list[tuple[str, bytes]]]:
-    valid = [encode(_message(rng)) for _ in range(POOL_MESSAGES)]
+def _pools(rng: random.Random, text: str) -> tuple[list[bytes], list[tuple[str, bytes]]]:
+    valid = [encode(_message(rng, text)) for _ in range(POOL_MESSAGES)]
     short = [line for line in valid if len(line) < 400]
     corrupt = [
         (kind, _corrupt(rng, kind, rng.choice(short)))
@@ -261,7 +299,7 @@ def _meta_path(path: Path) -> Path:
     return path.with_name(path.name + ".meta.json")
 
 
-def _cached(path: Path, n: int, seed: int) -> Corpus | None:
+def _cached(path: Path, n: int, seed: int, text: str) -> Corpus | None:
     try:
         meta = json.loads(_meta_path(path).read_text())
         size = path.stat().st_size
@@ -271,13 +309,17 @@ def _cached(path: Path, n: int, seed: int) -> Corpus | None:
         return None
     if meta.get("seed") != seed or meta.get("size") != size:
         return None
-    return Corpus(path, n, seed, meta["lines"], size, meta["corrupt"])
+    if meta.get("text", "mixed") != text:
+        return None
+    return Corpus(path, n, seed, meta["lines"], size, meta["corrupt"], text)
 
 
-def write_corpus(path: Path, n: int, seed: int = DEFAULT_SEED) -> Corpus:
+def write_corpus(path: Path, n: int, seed: int = DEFAULT_SEED, text: str = "mixed") -> Corpus:
     """Write the corpus (``n`` valid messages, 5% corrupt lines, a torn tail) to ``path``."""
+    if text not in MIXES:
+        raise ValueError(f"text must be one of {TEXTS}, not {text!r}")
     rng = random.Random(seed)
-    valid, corrupt = _pools(rng)
+    valid, corrupt = _pools(rng, text)
     kinds: Counter[str] = Counter()
     lines = 0
     temp = path.with_name(path.name + ".tmp")
@@ -299,16 +341,21 @@ def write_corpus(path: Path, n: int, seed: int = DEFAULT_SEED) -> Corpus:
         kinds["torn tail"] += 1
         lines += 1
     os.replace(temp, path)
-    corpus = Corpus(path, n, seed, lines, path.stat().st_size, dict(sorted(kinds.items())))
-    meta = {k: v for k, v in asdict(corpus).items() if k != "path"}
+    size = path.stat().st_size
+    corpus = Corpus(path, n, seed, lines, size, dict(sorted(kinds.items())), text)
+    # The default mix's sidecar stays as it was, so files cached before the mixes still count.
+    skip = {"path", "text"} if text == "mixed" else {"path"}
+    meta = {k: v for k, v in asdict(corpus).items() if k not in skip}
     _meta_path(path).write_text(json.dumps({"version": FORMAT_VERSION, **meta}, indent=1))
     return corpus
 
 
-def ensure_corpus(path: Path | None = None, n: int = 100_000, seed: int = DEFAULT_SEED) -> Corpus:
+def ensure_corpus(
+    path: Path | None = None, n: int = 100_000, seed: int = DEFAULT_SEED, text: str = "mixed"
+) -> Corpus:
     """The corpus at ``path`` (default: the cache dir), written only if not already there."""
-    path = Path(path) if path is not None else corpus_path(n, seed)
-    return _cached(path, n, seed) or write_corpus(path, n, seed)
+    path = Path(path) if path is not None else corpus_path(n, seed, text)
+    return _cached(path, n, seed, text) or write_corpus(path, n, seed, text)
 
 
 def main() -> None:
@@ -316,9 +363,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--text", choices=TEXTS, default="mixed", help="the scripts' mix")
     args = parser.parse_args()
     start = time.perf_counter()
-    corpus = ensure_corpus(n=args.messages, seed=args.seed)
+    corpus = ensure_corpus(n=args.messages, seed=args.seed, text=args.text)
     elapsed = time.perf_counter() - start
     print(
         f"{corpus.path}: {corpus.messages:,} messages, {corpus.lines:,} lines "

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+import bench_concurrency
 from corpus import Corpus, encode, ensure_corpus
 from peers import OrjsonStore
 from turnlog import pure
@@ -138,3 +139,19 @@ def test_compact(benchmark: Any, make_store: Any, workspace: Path, corpus: Corpu
     benchmark.pedantic(store.compact, args=(KEY,), setup=fresh_copy, rounds=5)
     data = target.read_bytes()
     benchmark.extra_info["correct"] = data.count(b"\n") == corpus.messages and data.endswith(b"\n")
+
+
+def test_bench_concurrency_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``bench_concurrency.py`` end to end at toy sizes (seconds): every row, every check passed.
+
+    Not a benchmark, so ``--benchmark-only`` (``make bench``) skips it; ``pytest benches`` runs it.
+    """
+    monkeypatch.setenv("TURNLOG_BENCH_DIR", str(tmp_path))
+    output = tmp_path / "results.md"
+    toy = ["--messages", "2000", "--rounds", "1", "--chats", "4", "--turns", "2"]
+    text = bench_concurrency.main([*toy, "--pop-items", "20", "--output", str(output)])
+    assert output.read_text().endswith(text)
+    for row in ("1", "1b", "2", "3", "4", "5", "5b", "5c", "5d"):
+        assert f"| {row}. " in text
+    assert text.count("| 4. ") == len(bench_concurrency.THREADS)
+    assert "WRONG" not in text
