@@ -44,6 +44,8 @@ except ImportError as error:  # pragma: no cover - depends on the environment
     ) from error
 
 from .. import ChatMessage, SessionBackend
+from ..aio import INLINE_MESSAGES
+from ..backends.jsonl.rust import SessionStore as RustSessionStore
 from ._json import dumps, is_line_safe
 from ._store import resolve_store
 
@@ -132,7 +134,10 @@ class TurnlogSession:
     are the messages of one turnlog session.
 
     Blocking store calls run in a worker thread (``asyncio.to_thread``), so the event loop is
-    never held up by disk I/O. Calls on one ``TurnlogSession`` are serialised by a lock; other
+    never held up by disk I/O; with the Rust store, calls that are cheap and find the session's
+    lock free (``get_items`` of at most ``turnlog.aio.INLINE_MESSAGES`` items, ``add_items`` of as
+    many, ``pop_item``) run on the loop instead, which costs less than the thread hop, as
+    ``turnlog.aio`` does. Calls on one ``TurnlogSession`` are serialised by a lock; other
     sessions, threads and processes may work on the same turnlog session at once: appends are
     atomic, and ``pop_item`` is the store's atomic ``pop_last`` (two callers popping at once get
     two different items). A write whose caller is cancelled runs to its end in its thread, and
@@ -181,6 +186,10 @@ class TurnlogSession:
             self.session_settings = coerce_session_settings(settings)
         self._lock = threading.Lock()
         self._closed = False
+        # The Rust store's twin that never waits for a lock: cheap calls run through it inline.
+        now = self.store.without_waiting() if isinstance(self.store, RustSessionStore) else None
+        self._now_reader = now
+        self._now_writer = now if now is not None and now.durability == "process" else None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.session_id!r}, {self.store!r})"
@@ -199,7 +208,11 @@ class TurnlogSession:
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
             raise TypeError(f"limit must be an int or None, not {type(limit).__name__}")
         wanted = None if limit is None or limit < 0 else limit
-        return await asyncio.to_thread(self._locked, self._get_items, wanted)
+        if wanted is not None and wanted <= INLINE_MESSAGES:
+            found = self._inline(self._now_reader, _get_items, wanted)
+            if found is not _BUSY:
+                return cast("list[TResponseInputItem]", found)
+        return await asyncio.to_thread(self._locked, _get_items, wanted)
 
     async def add_items(self, items: list[TResponseInputItem]) -> None:
         """Append ``items`` at the end of the session, in order, with one write (all or none).
@@ -210,18 +223,25 @@ class TurnlogSession:
         """
         self._check_open()
         messages = [item_to_message(cast("Mapping[str, Any]", item)) for item in items]
-        if messages:
-            await _finish(asyncio.to_thread(self._locked, self._add, messages))
+        if not messages:
+            return
+        inline = len(messages) <= INLINE_MESSAGES
+        if inline and self._inline(self._now_writer, _add, messages) is not _BUSY:
+            return
+        await _finish(asyncio.to_thread(self._locked, _add, messages))
 
     async def pop_item(self) -> TResponseInputItem | None:
         """Remove the newest item and return it; ``None`` when the session is empty."""
         self._check_open()
-        return await _finish(asyncio.to_thread(self._locked, self._pop_item))
+        popped = self._inline(self._now_writer, _pop_item)
+        if popped is not _BUSY:
+            return cast("TResponseInputItem | None", popped)
+        return await _finish(asyncio.to_thread(self._locked, _pop_item))
 
     async def clear_session(self) -> None:
         """Remove every item (the session stays, empty, with its metadata)."""
         self._check_open()
-        await _finish(asyncio.to_thread(self._locked, self.store.clear_messages, self.session_id))
+        await _finish(asyncio.to_thread(self._locked, _clear))
 
     def close(self) -> Awaitable[None]:
         """Close the session: later calls raise ``RuntimeError``, as the SDK's sessions do. The
@@ -237,36 +257,62 @@ class TurnlogSession:
         if self._closed:
             raise RuntimeError(f"{type(self).__name__} is closed")
 
-    # --- in the worker thread -------------------------------------------------------------------
+    # --- running calls ---------------------------------------------------------------------------
 
     def _locked(self, function: Callable[..., _T], *args: Any) -> _T:
+        """``function(store, key, *args)`` under this session's lock, in a worker thread."""
         with self._lock:
-            return function(*args)
+            return function(self.store, self.session_id, *args)
 
-    def _get_items(self, limit: int | None) -> list[TResponseInputItem]:
-        if limit is None:
-            return _items(self.store.load(self.session_id))
-        if limit == 0:
-            return []
-        # Undecodable lines are skipped, so read further back until ``limit`` items are found.
-        window = limit
-        while True:
-            messages = self.store.load(self.session_id, limit=window)
-            items = _items(messages)
-            if len(items) >= limit or len(messages) < window:
-                return items[-limit:]
-            window *= 2
+    def _inline(self, store: SessionBackend | None, function: Callable[..., _T], *args: Any) -> Any:
+        """``function(store, key, *args)`` on the caller's thread, if ``store`` (the twin that
+        never waits) is given and neither this session's lock nor the transcript's is taken;
+        else ``_BUSY``, having changed nothing."""
+        if store is None or not self._lock.acquire(blocking=False):
+            return _BUSY
+        try:
+            return function(store, self.session_id, *args)
+        except TimeoutError:
+            return _BUSY
+        finally:
+            self._lock.release()
 
-    def _add(self, messages: list[dict[str, Any]]) -> None:
-        self.store.append_many(self.session_id, messages)
 
-    def _pop_item(self) -> TResponseInputItem | None:
-        while (newest := self.store.pop_last(self.session_id)) is not None:
-            item = message_to_item(newest)
-            if item is not None:
-                return cast("TResponseInputItem", item)
-            # An undecodable item is dropped and the next one popped, as SQLiteSession does.
-        return None
+# --- in a worker thread, or inline --------------------------------------------------------------
+
+_BUSY = object()
+
+
+def _get_items(store: SessionBackend, key: str, limit: int | None) -> list[TResponseInputItem]:
+    if limit is None:
+        return _items(store.load(key))
+    if limit == 0:
+        return []
+    # Undecodable lines are skipped, so read further back until ``limit`` items are found.
+    window = limit
+    while True:
+        messages = store.load(key, limit=window)
+        items = _items(messages)
+        if len(items) >= limit or len(messages) < window:
+            return items[-limit:]
+        window *= 2
+
+
+def _add(store: SessionBackend, key: str, messages: list[dict[str, Any]]) -> None:
+    store.append_many(key, messages)
+
+
+def _clear(store: SessionBackend, key: str) -> int:
+    return store.clear_messages(key)
+
+
+def _pop_item(store: SessionBackend, key: str) -> TResponseInputItem | None:
+    while (newest := store.pop_last(key)) is not None:
+        item = message_to_item(newest)
+        if item is not None:
+            return cast("TResponseInputItem", item)
+        # An undecodable item is dropped and the next one popped, as SQLiteSession does.
+    return None
 
 
 class _Done:

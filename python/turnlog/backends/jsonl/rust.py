@@ -6,6 +6,7 @@ locking and writing, with the GIL released around file I/O and parsing.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -51,6 +52,21 @@ class SessionStore(JsonlStoreBase):
         self._native = native.JsonlStore(
             self._sessions_dir, durable, self._lock_timeout, names == "zeroclaw"
         )
+        self._without_waiting: SessionStore | None = None
+
+    def without_waiting(self) -> SessionStore:
+        """This store with ``lock_timeout=0`` (made once, then reused): a call that would wait
+        for a lock another thread or process holds raises ``TimeoutError`` at once, having
+        changed nothing. ``turnlog.aio`` runs cheap calls through it on the event loop."""
+        if self._without_waiting is None:
+            self._without_waiting = SessionStore(
+                os.path.dirname(self._sessions_dir),
+                durability=self._durability,
+                lock_timeout=0,
+                names=self._names,
+                adopt_zeroclaw_names=self._adopts,
+            )
+        return self._without_waiting
 
     def _load(self, session_key: str, limit: int | None) -> list[ChatMessage]:
         return self._native.load(session_key, limit)  # type: ignore[no-any-return]
