@@ -14,6 +14,7 @@ import sys
 import textwrap
 import time
 import unicodedata
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from turnlog.backends.jsonl.legacy import RECORD
 from turnlog.cli import main
 
 TESTS = Path(__file__).resolve().parent
+UTC = timezone.utc
 
 #: ZeroClaw's file of each key, as its description says it names them.
 SWITCHING = {
@@ -161,6 +163,11 @@ CALLS = {
     "set_session_state": lambda s, k: s.set_session_state(k, "running", "t1"),
     "get_session_state": lambda s, k: s.get_session_state(k).state,
     "delete_session": lambda s, k: s.delete_session(k),
+    "set_session_agent_alias": lambda s, k: s.set_session_agent_alias(k, "bot"),
+    "get_session_agent_alias": lambda s, k: s.get_session_agent_alias(k),
+    "set_session_context": lambda s, k: s.set_session_context(k, channel_id="c"),
+    "set_session_times": lambda s, k: s.set_session_times(k, last_activity=datetime.now(UTC)),
+    "adopt_zeroclaw_file": lambda s, k: s.adopt_zeroclaw_file(k),
 }
 RESULTS = {
     "load": [U("one"), U("two")],
@@ -174,6 +181,8 @@ RESULTS = {
     "get_session_metadata": 2,
     "get_session_state": "idle",
     "delete_session": True,
+    "set_session_times": True,
+    "adopt_zeroclaw_file": True,
 }
 AFTER = {
     "append": [U("one"), U("two"), U("new")],
@@ -276,10 +285,10 @@ def test_a_damaged_record_adopts_nothing(store_cls, tmp_path, caplog):
     ws = tmp_path / "ws"
     write_zeroclaw(ws, {"a_b": ["one"]})
     store_cls(ws)
-    (ws / ".turnlog" / RECORD).write_text("{not json")
+    (ws / ".turnlog" / RECORD / ".complete").unlink()  # a record cut short, or emptied by hand
     with caplog.at_level(logging.WARNING, logger="turnlog"):
         store = store_cls(ws)
-    assert any("damaged" in r.getMessage() for r in caplog.records)
+    assert any("will not be adopted" in r.getMessage() for r in caplog.records)
     assert store.load("a:b") == []
     assert listing(ws) == {"a_b.jsonl"}
 
@@ -437,3 +446,146 @@ def test_cleanup_stale_judges_legacy_files_like_sessions(store_cls, tmp_path):
     assert listing(ws) == {"fresh_one.jsonl"}
     assert store.load("telegram:ключ") == []
     assert store.list_sessions() == ["fresh_one"]
+
+
+# --- what the record guards against (found in review) --------------------------------------------
+
+
+def test_a_file_turnlog_makes_under_a_legacy_name_is_never_adopted(store_cls, tmp_path):
+    ws = tmp_path / "ws"
+    write_zeroclaw(ws, {"u_1": ["ZeroClaw's"]})
+    plain = store_cls(ws, adopt_zeroclaw_names=False)
+    assert plain.delete_session("u_1")
+    plain.append("u_1", U("turnlog's, for the key u_1"))
+    assert store_cls(ws).load("u:1") == []
+    assert store_cls(ws).load("u_1") == [U("turnlog's, for the key u_1")]
+
+
+def test_a_legacy_file_deleted_and_made_again_by_turnlog_is_not_adopted(store_cls, tmp_path):
+    ws = tmp_path / "ws"
+    write_zeroclaw(ws, {"u_1": ["old"]})
+    os.utime(ws / "sessions" / "u_1.jsonl", (1_000_000_000, 1_000_000_000))
+    store = store_cls(ws, adopt_zeroclaw_names=False)
+    assert store.cleanup_stale(1) == 1
+    store.set_session_name("u_1", "a new user")
+    assert store_cls(ws).load("u:1") == []
+    assert store_cls(ws).get_session_name("u_1") == "a new user"
+
+
+def test_an_adoption_cut_between_link_and_unlink_gives_no_shared_file(store_cls, tmp_path):
+    ws = tmp_path / "ws"
+    write_zeroclaw(ws, {"a_b": ["shared"]})
+    store = store_cls(ws)
+    # What a crash of "a:b"'s adoption leaves: both names on one file, the marker still there.
+    os.link(ws / "sessions" / "a_b.jsonl", ws / "sessions" / "a%3Ab.jsonl")
+    store.append("a_b", U("a_b comes first after the crash"))
+    store.append("a:b", U("a:b"))
+    assert store.load("a:b") == [U("shared"), U("a:b")]
+    assert store.load("a_b") == [U("a_b comes first after the crash")]
+    assert os.stat(ws / "sessions" / "a%3Ab.jsonl").st_nlink == 1
+
+
+def test_a_stopped_holder_of_a_legacy_file_times_the_call_out_and_splits_nothing(
+    store_cls, tmp_path
+):
+    import fcntl
+
+    ws = tmp_path / "ws"
+    write_zeroclaw(ws, {"a_b": ["history"]})
+    fd = os.open(ws / "sessions" / "a_b.jsonl", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        store = store_cls(ws, lock_timeout=0.2)  # opening waits for no lock
+        with pytest.raises(TimeoutError):
+            store.append("a:b", U("new"))
+    finally:
+        os.close(fd)
+    assert store.load("a:b") == [U("history")]
+    store.append("a:b", U("new"))
+    assert store_cls(ws).load("a:b") == [U("history"), U("new")]
+
+
+def test_a_legacy_name_too_long_for_a_key_is_left_alone(store_cls, tmp_path):
+    ws = tmp_path / "ws"
+    write_zeroclaw(ws, {"ключ" * 20: ["long"], "x_y": ["short"]})
+    store = store_cls(ws)
+    assert store.list_sessions() == ["x_y"]
+    assert [m.key for m in store.list_sessions_with_metadata()] == ["x_y"]
+    assert store.search(SessionQuery(keyword="long")) == []
+    assert store.cleanup_stale(1) == 0
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "symlink"])
+def test_a_legacy_name_that_holds_no_file_does_not_break_the_key(store_cls, tmp_path, kind):
+    ws = tmp_path / "ws"
+    write_zeroclaw(ws, {"a_b": ["x"], "elsewhere": ["y"]})
+    store = store_cls(ws)
+    legacy = ws / "sessions" / "a_b.jsonl"
+    legacy.unlink()
+    if kind == "fifo":
+        os.mkfifo(legacy)
+    elif kind == "folder":
+        legacy.mkdir()
+    else:
+        legacy.symlink_to(ws / "sessions" / "elsewhere.jsonl")
+    assert store.load("a:b") == []
+    store.append("a:b", U("works"))
+    assert store.load("a:b") == [U("works")]
+
+
+def test_migrate_without_keys_leaves_the_source_as_it_was(store_cls, tmp_path):
+    from turnlog.backends.sqlite import SqliteSessionBackend
+
+    ws = tmp_path / "ws"
+    write_zeroclaw(ws, {"agent_main_x": ["one"], "telegram_ключ": ["two"]})
+    report = migrate(store_cls(ws), SqliteSessionBackend(tmp_path / "target"))
+    assert report.messages == 2
+    store = store_cls(ws)
+    assert store.load("agent:main:x") == [U("one")]  # still the bot's key to adopt
+    assert store.load("telegram:ключ") == [U("two")]
+
+
+def test_adoption_keeps_metadata_written_with_zeroclaw_names(store_cls, tmp_path):
+    ws = tmp_path / "ws"
+    side_by_side = store_cls(ws, names="zeroclaw")
+    side_by_side.append("a:b", U("hi"))
+    side_by_side.set_session_name("a:b", "Alice")
+    side_by_side.set_session_state("a:b", "running", "turn-1")
+    store = store_cls(ws)
+    assert store.get_session_name("a:b") == "Alice"
+    state = store.get_session_state("a:b")
+    assert (state.state, state.turn_id) == ("running", "turn-1")
+    assert not (ws / ".turnlog" / "meta" / "a_b.json").exists()
+
+
+def test_merged_keys_from_two_processes_one_takes_the_file(impl, tmp_path):
+    ws = tmp_path / "ws"
+    write_zeroclaw(ws, {"a_b": ["shared"]})
+    code = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(TESTS)!r})\n"
+        "from conftest import store_class\n"
+        f"Store = store_class({impl!r})\n"
+        "import time\n"
+        "start = float(sys.argv[3])\n"
+        "while time.time() < start: pass\n"
+        "print(len(Store(sys.argv[1]).load(sys.argv[2])))\n"
+    )
+    start = str(time.time() + 1.0)
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(ws), key, start], stdout=subprocess.PIPE, text=True
+        )
+        for key in ("a:b", "a/b")
+    ]
+    counts = sorted(int(child.communicate(timeout=120)[0]) for child in children)
+    assert counts == [0, 1]  # one adopted the history, the other started afresh
+    assert len(listing(ws)) == 1 and "a_b.jsonl" not in listing(ws)
+
+
+def test_cli_adopt_reads_keys_as_the_bot_wrote_them(tmp_path, capsys):
+    from turnlog.cli.adopt import read_keys
+
+    keys = tmp_path / "keys.txt"
+    keys.write_bytes("\ufeffa:b\r\nline\u2028break\nsame\n\n  \nsame\nlast".encode())
+    assert read_keys(str(keys)) == ["a:b", "line\u2028break", "same", "last"]

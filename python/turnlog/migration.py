@@ -123,10 +123,17 @@ def migrate(
         KeyError: a key in ``keys`` is not a session of the source (checked before any write).
         TypeError, ValueError: a bad key; or the target refuses a message.
     """
-    foreign = _foreign_files(source)
+    legacy = source.zeroclaw_files() if isinstance(source, JsonlStoreBase) else {}
+    foreign = {**_foreign_files(source), **legacy}
     # A JSONL source lists ZeroClaw's files it has not adopted by their names; they are read
-    # as they are (the source is only read), unless the key also has a file of its own.
-    listed = [key for key in source.list_sessions() if key not in foreign or _has_own(source, key)]
+    # as they are, not adopted (the source is only read), unless the key also has a file of
+    # its own.
+    legacy_paths = set(legacy.values())
+    listed = [
+        key
+        for key in source.list_sessions()
+        if key not in foreign or _has_own(source, key, legacy_paths)
+    ]
     listed_set = set(listed)
     if keys is None:
         todo = [*listed, *sorted(key for key in foreign if key not in listed_set)]
@@ -212,9 +219,13 @@ def _read(source: SessionBackend, target: SessionBackend, key: str) -> _Source:
     )
 
 
-def _has_own(source: SessionBackend, key: str) -> bool:
-    """Whether the JSONL ``source`` has the key's own file (checked without adopting one)."""
-    return isinstance(source, JsonlStoreBase) and os.path.lexists(source.transcript_path(key))
+def _has_own(source: SessionBackend, key: str, legacy_paths: set[str]) -> bool:
+    """Whether the JSONL ``source`` has the key's own file, other than a legacy ZeroClaw file
+    (``legacy_paths``) of that name (checked without adopting or claiming one)."""
+    if not isinstance(source, JsonlStoreBase):
+        return False
+    path = source.transcript_path(key)
+    return os.path.lexists(path) and path not in legacy_paths
 
 
 def _foreign_files(source: SessionBackend) -> dict[str, str]:

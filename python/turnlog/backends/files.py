@@ -58,6 +58,14 @@ def not_a_session_file(path: str) -> OSError:
     return OSError(errno.EINVAL, os.strerror(errno.EINVAL), path)
 
 
+def is_regular(path: str) -> bool:
+    """Whether ``path`` is a regular file (not following a symlink)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
 def open_regular(path: str) -> int:
     """Open the regular file ``path`` for reading (never a symlink, FIFO or device)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | NO_FOLLOW_NO_WAIT)

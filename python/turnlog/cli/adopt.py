@@ -23,20 +23,22 @@ __all__ = ["cmd_adopt", "read_keys"]
 
 
 def read_keys(path: str) -> list[str]:
-    """The keys of ``path``: one a line (``-``: stdin), without the line end; blank lines and
-    repeats skipped."""
+    """The keys of ``path``: one a line (``-``: stdin), without the line end (``\n`` or
+    ``\r\n``: other Unicode line breaks may be part of a key) or a byte-order mark; blank
+    lines and repeats skipped."""
     try:
         if path == "-":
             text = sys.stdin.read()
         else:
-            with open(path, encoding="utf-8", newline="") as file:
+            with open(path, encoding="utf-8-sig", newline="") as file:
                 text = file.read()
     except UnicodeDecodeError as problem:
         raise CliError(f"{path} is not UTF-8 text: {problem}") from None
     except OSError as problem:
         raise CliError(f"cannot read {path}: {os_error(problem)}") from None
     keys = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         try:

@@ -30,7 +30,7 @@ from .. import files
 from .. import format as _format
 from ..workspace import PathLike, sessions_dir
 from . import sidecar
-from .legacy import LegacyFiles, mark_zeroclaw_names
+from .legacy import LegacyFiles
 from .sidecar import Sidecars
 
 __all__ = ["Appended", "JsonlStoreBase", "Names"]
@@ -106,16 +106,12 @@ class JsonlStoreBase(SessionBackend):
             self._name_of, key_of = _format.zeroclaw_name, _format.zeroclaw_key
         self._sidecars = Sidecars(self._sessions_dir, durable=durable, key_of=key_of)
         metadata_dir = os.path.dirname(self._sidecars.folder)
-        self._legacy: LegacyFiles | None = None
         self._adopts = adopt_zeroclaw_names and names == "escaped"
-        if names == "zeroclaw":
-            mark_zeroclaw_names(metadata_dir, durable=durable)
-        else:
-            # Made even by a store that adopts nothing: the record must list only the files
-            # that were there before any turnlog store wrote here.
-            self._legacy = LegacyFiles(
-                self._sessions_dir, metadata_dir, timeout=self._lock_timeout, durable=durable
-            )
+        # Opened by every store, adopting or not: the record must list only the files that were
+        # there before any turnlog store wrote here.
+        self._legacy = LegacyFiles(
+            self._sessions_dir, metadata_dir, timeout=self._lock_timeout, durable=durable
+        )
         self._zeroclaw_view: JsonlStoreBase | None = None
 
     @property
@@ -178,16 +174,16 @@ class JsonlStoreBase(SessionBackend):
             TimeoutError: a lock was not had within ``lock_timeout``.
             OSError: the file could not be renamed; it stays a legacy file.
         """
-        path = self.transcript_path(session_key)
-        if not self._legacy:
-            return False
         name = self._name_of(session_key)
-        return self._legacy.take(session_key, path, lambda: self._sidecars.unlink(name))
+        if self._names != "escaped" or not self._legacy:
+            return False
+        move = lambda old: self._sidecars.move(old, name)  # noqa: E731
+        return self._legacy.take(session_key, name, move)
 
     def zeroclaw_files(self) -> dict[str, str]:
         """The legacy ZeroClaw files no key has adopted yet, ``{name: path}`` (``name``: the file
         name without ``.jsonl``); always empty with ``names="zeroclaw"``."""
-        return self._legacy.present() if self._legacy else {}
+        return self._legacy.present() if self._names == "escaped" else {}
 
     def _unadopted(self, keys: Iterable[str]) -> dict[str, str]:
         """``{key: path}`` of the listed ``keys`` that are only a legacy file's name."""
@@ -271,6 +267,10 @@ class JsonlStoreBase(SessionBackend):
             if torn:
                 data = b"\n" + data  # never glue a record onto a torn last line
             try:
+                if created:  # before the first line: a file turnlog made is never adopted
+                    self._legacy.created(
+                        self._name_of(session_key), zeroclaw_names=self._names == "zeroclaw"
+                    )
                 files.write_all(fd, data)
                 if self._durability == "power":
                     files.sync_data(fd)
@@ -337,6 +337,8 @@ class JsonlStoreBase(SessionBackend):
             fd, created = held
             name = self._name_of(session_key)
             try:
+                if created:
+                    self._legacy.created(name, zeroclaw_names=self._names == "zeroclaw")
                 self._sidecars.update(name, fd, changes, created=created)
             except BaseException:
                 if created:  # a failed setter leaves no session behind

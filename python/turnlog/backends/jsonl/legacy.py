@@ -8,52 +8,40 @@ it: renamed to the key's own name, under that file's lock.
 
 Only files that were in ``sessions/`` before turnlog first opened the workspace are ever adopted:
 in a turnlog workspace ``user_1`` and ``user:1`` are two users and stay two. Those files are
-recorded then, in ``<workspace>/.turnlog/zeroclaw-legacy.json``; a name leaves the record when a
-key adopts its file, or when the key that is its own name (``user_1`` for ``user_1.jsonl``)
-touches it first: ZeroClaw's merged keys (``a:b``, ``a/b``, ``a_b``) shared that history, and the
-first of them to come keeps it.
+recorded then, as one empty marker file per name in ``<workspace>/.turnlog/zeroclaw-legacy/``,
+made whole in a temp folder and renamed into place, so concurrent first openings agree on one
+record. A name's marker goes when a key adopts its file, when the key that is its own name
+(``user_1`` for ``user_1.jsonl``) touches it first (ZeroClaw's merged keys ``a:b``, ``a/b`` and
+``a_b`` shared that history; the first of them to come keeps it), and when turnlog creates a
+file of that name: a file turnlog made is never adopted. Every change to one name happens under
+its file's lock, so adopting one file waits for nothing else.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import logging
 import os
-import stat
 from collections.abc import Callable
-from typing import Any
 
 from .. import files
 from .. import format as _format
 
-__all__ = ["RECORD", "ZEROCLAW_MARKER", "LegacyFiles", "mark_zeroclaw_names"]
+__all__ = ["RECORD", "LegacyFiles"]
 
 log = logging.getLogger("turnlog")
 
-#: The record's file name, in ``<workspace>/.turnlog/``.
-RECORD = "zeroclaw-legacy.json"
-#: A file in ``<workspace>/.turnlog/`` saying a store has used ZeroClaw's names here
-#: (``names="zeroclaw"``): the files it made are ZeroClaw's, to adopt like the others.
-ZEROCLAW_MARKER = "zeroclaw-names"
+#: The record's folder, in ``<workspace>/.turnlog/``.
+RECORD = "zeroclaw-legacy"
+#: A file in every complete record: the folder is never empty, so a rename cannot replace it.
+_COMPLETE = ".complete"
 
 
-def mark_zeroclaw_names(metadata_dir: str, *, durable: bool) -> None:
-    """Leave ``ZEROCLAW_MARKER`` in a workspace that has no record yet."""
-    if os.path.exists(os.path.join(metadata_dir, RECORD)):
-        return
-    try:
-        files.make_dirs(metadata_dir, durable=durable)
-        files.replace(os.path.join(metadata_dir, ZEROCLAW_MARKER), b"", durable=durable)
-    except OSError as error:
-        log.warning("turnlog: cannot mark %s as using ZeroClaw's names: %s", metadata_dir, error)
-
-
-def _zeroclaw_files(sessions_dir: str, *, non_ascii_only: bool) -> list[str]:
+def _zeroclaw_files(sessions_dir: str, *, non_ascii_only: bool) -> set[str]:
     """The names (without suffix) of the files in ``sessions_dir`` that ZeroClaw could have
-    written."""
-    found = []
+    written and some turnlog key can adopt (its own name fits in a file name)."""
+    found = set()
     with os.scandir(sessions_dir) as entries:
         for entry in entries:
             stem = entry.name[: -len(_format.SUFFIX)]
@@ -62,9 +50,19 @@ def _zeroclaw_files(sessions_dir: str, *, non_ascii_only: bool) -> list[str]:
                 and _format.is_zeroclaw_name(stem)
                 and not (non_ascii_only and stem.isascii())
                 and entry.is_file(follow_symlinks=False)
+                and _fits(stem)
             ):
-                found.append(stem)
-    return sorted(found)
+                found.add(stem)
+    return found
+
+
+def _fits(name: str) -> bool:
+    """Whether the key ``name`` has a turnlog file name (not too long once escaped)."""
+    try:
+        _format.key_to_name(name)
+    except ValueError:
+        return False
+    return True
 
 
 class LegacyFiles:
@@ -76,7 +74,7 @@ class LegacyFiles:
     Args:
         sessions_dir: The workspace's ``sessions`` folder.
         metadata_dir: The workspace's ``.turnlog`` folder.
-        timeout: Seconds to wait for a lock (the store's ``lock_timeout``).
+        timeout: Seconds to wait for a file's lock (the store's ``lock_timeout``).
         durable: fsync what changes (``durability="power"``).
     """
 
@@ -88,6 +86,8 @@ class LegacyFiles:
         self.record = os.path.join(metadata_dir, RECORD)
         self._timeout = timeout
         self._durable = durable
+        #: Names with a marker, as far as this object knows (a superset of the record's: markers
+        #: only go after the first opening).
         self._pending = self._open()
 
     def __bool__(self) -> bool:
@@ -98,107 +98,152 @@ class LegacyFiles:
         found = {}
         for name in sorted(self._pending):
             path = self.path(name)
-            with contextlib.suppress(FileNotFoundError):
-                if stat.S_ISREG(os.lstat(path).st_mode):
-                    found[name] = path
+            if os.path.lexists(self._marker(name)) and files.is_regular(path):
+                found[name] = path
         return found
 
     def path(self, name: str) -> str:
         return os.path.join(self._sessions_dir, name + _format.SUFFIX)
 
+    def _marker(self, name: str) -> str:
+        return os.path.join(self.record, name)
+
     def _open(self) -> set[str]:
-        """Read the record, creating it on the workspace's first opening."""
+        """The recorded names whose files are there, recording them on the first opening."""
         try:
-            files.make_dirs(self._metadata_dir, durable=self._durable)
-            with files.locked(self.record, create=True, timeout=self._timeout) as held:
-                assert held is not None
-                data = files.read_all(held[0])
-                if data:
-                    return self._parse(data)
-                # No store that names files turnlog's way has opened the workspace yet (each
-                # waits here for the record), so sessions/ holds no file of theirs, unless a
-                # turnlog from before 0.2 wrote some: its sidecars then exist. Those ASCII names
-                # ZeroClaw could have written too; only non-ASCII ones are surely ZeroClaw's.
-                earlier_turnlog = os.path.isdir(
-                    os.path.join(self._metadata_dir, "meta")
-                ) and not os.path.exists(os.path.join(self._metadata_dir, ZEROCLAW_MARKER))
-                names = _zeroclaw_files(self._sessions_dir, non_ascii_only=earlier_turnlog)
-                self._write(names)
-                return set(names)
+            return self._read()
+        except FileNotFoundError:
+            pass
         except OSError as error:
-            # A workspace this user may only read (a read-only mount, an inspection): nothing
-            # is adopted, and nothing else changes.
-            log.warning("turnlog: ZeroClaw's files will not be adopted: %s", error)
-            return set()
-
-    def _parse(self, data: bytes) -> set[str]:
+            return self._unusable(error)
         try:
-            names = json.loads(data)["names"]
-        except (ValueError, KeyError, TypeError):
-            names = None
-        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-            # Adopting from a record that cannot be trusted could hand one user's history to
-            # another: adopt nothing.
-            log.warning("turnlog: %s is damaged: ZeroClaw's files will not be adopted", self.record)
-            return set()
-        return {name for name in names if _format.is_zeroclaw_name(name)}
+            self._create()
+            return self._read()
+        except OSError as error:
+            return self._unusable(error)
 
-    def _write(self, names: list[str] | set[str]) -> None:
-        data: dict[str, Any] = {"names": sorted(names)}
-        text = json.dumps(data, ensure_ascii=False, indent=0).encode("utf-8")
-        files.replace(self.record, text, durable=self._durable)
+    def _unusable(self, error: OSError) -> set[str]:
+        # A workspace this user may only read (a read-only mount, an inspection), or a record
+        # that is not one: nothing is adopted (a guess could hand one user's history to
+        # another), and nothing else changes.
+        log.warning("turnlog: ZeroClaw's files will not be adopted: %s", error)
+        return set()
 
-    def take(self, session_key: str, own_path: str, on_adopt: Callable[[], None]) -> bool:
+    def _read(self) -> set[str]:
+        markers = set(os.listdir(self.record))
+        if _COMPLETE not in markers:
+            raise OSError(errno.EINVAL, "not a complete record of ZeroClaw's files", self.record)
+        present = _zeroclaw_files(self._sessions_dir, non_ascii_only=False)
+        for gone in markers - present - {_COMPLETE}:  # their files were deleted meanwhile
+            with contextlib.suppress(OSError):
+                os.unlink(self._marker(gone))
+        return markers & present
+
+    def _create(self) -> None:
+        """Record the ZeroClaw files there now: before any store that names files turnlog's
+        way writes here (each reads the record first, and waits for it to exist)."""
+        files.make_dirs(self._metadata_dir, durable=self._durable)
+        # A turnlog from before 0.2 left sidecars; its ASCII names ZeroClaw could have written
+        # too, so only the non-ASCII ones, which it never wrote, are surely ZeroClaw's.
+        earlier_turnlog = os.path.isdir(os.path.join(self._metadata_dir, "meta"))
+        names = _zeroclaw_files(self._sessions_dir, non_ascii_only=earlier_turnlog)
+        temp = os.path.join(self._metadata_dir, f".turnlog-{os.urandom(8).hex()}.tmp")
+        os.mkdir(temp, 0o700)
+        try:
+            for name in (*names, _COMPLETE):
+                os.close(os.open(os.path.join(temp, name), os.O_CREAT | os.O_WRONLY, 0o600))
+            if self._durable:
+                files.sync_dir(temp)
+            try:
+                os.rename(temp, self.record)
+            except OSError as error:
+                if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                # Another process recorded first: its record is the one (ours is the same).
+                return
+            if self._durable:
+                files.sync_dir(self._metadata_dir)
+        finally:
+            with contextlib.suppress(OSError):
+                for name in os.listdir(temp):
+                    os.unlink(os.path.join(temp, name))
+                os.rmdir(temp)
+
+    def created(self, name: str, *, zeroclaw_names: bool) -> None:
+        """turnlog just made the file ``name`` (and holds its lock): no legacy file, unless a
+        store using ZeroClaw's names made it (as ZeroClaw would have): then one to adopt."""
+        if zeroclaw_names:
+            if os.path.isdir(self.record):
+                os.close(os.open(self._marker(name), os.O_CREAT | os.O_WRONLY, 0o600))
+                self._pending.add(name)
+        elif name in self._pending:
+            self._drop(name)
+
+    def take(self, session_key: str, own_name: str, on_adopt: Callable[[str], None]) -> bool:
         """Before a call on ``session_key``: if the file ZeroClaw would have used for it is a
-        legacy one that no key has taken, make it the key's (rename it to ``own_path``, then
-        ``on_adopt()`` while still holding its lock), or claim it for the key whose own
-        file it is. Other keys leave it alone from then on. ``True`` if the key took it."""
+        legacy one that no key has taken, make it the key's: renamed to ``own_name``, then
+        ``on_adopt(legacy_name)`` while still holding its lock; or claimed, when it already has
+        the key's name. ``True`` if the key took it."""
         name = _format.zeroclaw_name(session_key)
         if name not in self._pending:
             return False
-        with files.locked(self.record, create=False, timeout=self._timeout) as held:
-            pending = set() if held is None else self._parse(files.read_all(held[0]))
-            if name not in pending:
-                self._pending.discard(name)  # taken by another process meanwhile
+        try:
+            with files.locked(self.path(name), create=False, timeout=self._timeout) as held:
+                if held is not None:
+                    return self._take_locked(session_key, name, self.path(own_name), on_adopt)
+        except OSError as error:
+            if not files.is_not_a_session(error):
+                raise
+            log.warning("turnlog: %s cannot be adopted: %s", self.path(name), error)
+        self._drop(name)  # deleted meanwhile, adopted by another key, or no file to adopt
+        return False
+
+    def _drop(self, name: str) -> None:
+        self._pending.discard(name)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._marker(name))
+
+    def _take_locked(
+        self, session_key: str, name: str, own_path: str, on_adopt: Callable[[str], None]
+    ) -> bool:
+        """``take``, holding the legacy file's lock."""
+        legacy = self.path(name)
+        if not os.path.lexists(self._marker(name)):
+            self._pending.discard(name)  # another process took it
+            return False
+        if legacy == own_path:
+            if os.lstat(legacy).st_nlink > 1:
+                # An adoption crashed between its link and its unlink: the file is that key's
+                # already (under its own name); finish it. This key starts afresh.
+                os.unlink(legacy)
+                self._drop(name)
                 return False
-            legacy = self.path(name)
-            took = legacy == own_path or self._rename(session_key, legacy, own_path, on_adopt)
-            if took is False:
+            self._drop(name)
+            return True
+        try:
+            os.link(legacy, own_path)
+        except FileExistsError:
+            if not os.path.samefile(legacy, own_path):
                 # The key has a file of its own (a store that does not adopt made it): this
                 # process leaves the legacy file alone; another key may still take it.
                 self._pending.discard(name)
                 return False
-            pending.discard(name)  # adopted, claimed, or deleted meanwhile (took is None)
-            self._write(pending)
-            self._pending.discard(name)
-            return bool(took)
-
-    def _rename(
-        self, session_key: str, legacy: str, own_path: str, on_adopt: Callable[[], None]
-    ) -> bool | None:
-        """Move ``legacy`` to ``own_path`` under the legacy file's lock: ``True``; ``False`` when
-        ``own_path`` holds another file; ``None`` when ``legacy`` is gone."""
-        with files.locked(legacy, create=False, timeout=self._timeout) as held:
-            if held is None:
-                return None
-            try:
-                os.link(legacy, own_path)
-            except FileExistsError:
-                # A crash between this link and the unlink below left both names: finish.
-                if not os.path.samefile(legacy, own_path):
-                    return False
-            except OSError as error:
-                if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
-                    raise
-                # No hard links here: rename, which never leaves two names, if nothing's there.
-                if os.path.lexists(own_path):
-                    return False
-                os.rename(legacy, own_path)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(legacy)
-            if self._durable:
-                files.sync_dir(self._sessions_dir)
-            on_adopt()
+            # else an adoption crashed between this link and the unlink below: finish it.
+        except OSError as error:
+            if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise
+            # No hard links on this filesystem: a rename (which replaces what it finds, so only
+            # if nothing is there).
+            if os.path.lexists(own_path):
+                self._pending.discard(name)
+                return False
+            os.rename(legacy, own_path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(legacy)
+        self._drop(name)
+        if self._durable:
+            files.sync_dir(self._sessions_dir)
+        on_adopt(name)
         log.info(
             "turnlog: session %r adopted ZeroClaw's file %s (now %s)",
             session_key,

@@ -173,6 +173,17 @@ class Sidecars:
             if self._durable:
                 files.sync_dir(self.folder)
 
+    def move(self, old_name: str, name: str) -> None:
+        """The transcript ``<old_name>.jsonl`` was renamed ``<name>.jsonl``: its sidecar follows
+        (replacing one a deleted session of that name left); without one, that leftover goes."""
+        try:
+            os.replace(self.path(old_name), self.path(name))
+        except FileNotFoundError:
+            self.unlink(name)
+        else:
+            if self._durable:
+                files.sync_dir(self.folder)
+
     def start(self, name: str, transcript_fd: int) -> None:
         """Record when the session whose transcript the caller just created began (it holds
         the new transcript locked since before the file appeared, so no setter wrote for it
