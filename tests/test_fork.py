@@ -111,3 +111,35 @@ def test_a_child_appends_to_the_session_the_parent_was_rewriting(impl, tmp_path)
         thread.join(10)
     # The rewriter takes away the newest message, a child's too: the point is that none hung.
     assert store.load("s", limit=1)
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_child_loads_a_big_session_while_a_parent_thread_was_loading_one(tmp_path):
+    """Big loads of the Rust store take turns on a process-wide lock: a child forked while a
+    parent thread held it gets a lock of its own."""
+    from turnlog.backends.jsonl import rust
+
+    store = store_class("rust")(tmp_path / "ws")
+    text = "x" * 1000
+    store.append_many("big", [U(text)] * (rust.BIG_FILE // 1000 + 100))
+    assert os.path.getsize(store.transcript_path("big")) >= rust.BIG_FILE
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with rust._big_loads:  # what a parent thread's big load holds
+            held.set()
+            release.wait()
+
+    threading.Thread(target=hold, daemon=True).start()
+    held.wait()
+    pid = os.fork()
+    if pid == 0:  # the child
+        try:
+            ok = len(store.load("big")) == rust.BIG_FILE // 1000 + 100
+        finally:
+            os._exit(0 if ok else 1)
+    try:
+        status = wait_child(pid, DEADLINE)
+    finally:
+        release.set()
+    assert status == 0, "the child's load hung on the lock its parent's thread held"
