@@ -11,7 +11,7 @@ import pytest
 
 from conftest import in_ci, require_native
 from turnlog import ChatMessage
-from turnlog.aio import INLINE_MESSAGES, AsyncSessionStore
+from turnlog.aio import INLINE_MESSAGES, AsyncBackend, AsyncSessionStore
 
 
 def U(text: str) -> ChatMessage:
@@ -221,3 +221,54 @@ def test_the_sdk_session_waits_in_a_thread_for_a_locked_session(
         {"role": "user", "content": "second"},
     ]
     assert hops == [1]
+
+
+def test_a_big_tail_is_read_in_the_pool(rust_store_cls, tmp_path):
+    store_sync = rust_store_cls(tmp_path / "ws")
+    store_sync.append_many("pictures", [U("b" * 20_000)] * 40)  # 800 KB in the last 40
+
+    async def main() -> None:
+        store = AsyncSessionStore(tmp_path / "ws")
+        pool_calls = count_pool_calls(store)
+        assert len(await store.load("pictures", limit=40)) == 40
+        assert pool_calls == [1]  # over INLINE_BYTES: not on the loop
+        assert len(await store.load("pictures", limit=2)) == 2
+        assert pool_calls == [1]
+        await store.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_subclass_keeps_its_overrides(rust_store_cls, tmp_path):
+    class Redacting(rust_store_cls):  # type: ignore[misc, valid-type]
+        def append(self, session_key, message):
+            super().append(session_key, {"role": message["role"], "content": "[redacted]"})
+
+    async def main() -> list[ChatMessage]:
+        store = AsyncBackend(Redacting(tmp_path / "ws"))
+        await store.append("s", {"role": "user", "content": "4111 1111 1111 1111"})
+        loaded = await store.load("s", limit=5)
+        await store.aclose()
+        return loaded
+
+    assert asyncio.run(main()) == [U("[redacted]")]
+
+
+def test_big_loads_take_turns_without_waiting_behind_a_locked_session(rust_store_cls, tmp_path):
+    import threading
+
+    store = rust_store_cls(tmp_path / "ws")
+    for key in ("a", "b"):
+        store.append_many(key, [U("m")] * 1500)  # more than BIG_LOAD: they take turns
+    fd = os.open(store.transcript_path("a"), os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # a writer holds "a"
+    try:
+        waiting = threading.Thread(target=store.load, args=("a",), daemon=True)
+        waiting.start()
+        done = threading.Event()
+        threading.Thread(target=lambda: (store.load("b"), done.set()), daemon=True).start()
+        assert done.wait(10), "a load of another session queued behind the locked one"
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    waiting.join(10)

@@ -474,3 +474,73 @@ def test_a_deeply_nested_message_is_valid_from_any_caller_stack_depth(store_cls,
     loaded = store.load("s")
     assert [m.content for m in loaded] == ["deep", "after"]
     assert loaded[0].extra["tree"] == nested
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_a_store_handed_to_spawn_and_forkserver_children_works_there(impl, tmp_path, method):
+    """multiprocessing's other start methods pickle what a child gets: a store travels as what
+    it was made with, and the child opens the workspace anew."""
+    import multiprocessing
+    import pickle
+
+    from _spawn_worker import append_from_child
+
+    store = store_class(impl)(tmp_path / "ws", lock_timeout=30.0)
+    store.append("s", U("parent"))
+    copy = pickle.loads(pickle.dumps(store))
+    assert type(copy) is type(store) and copy.lock_timeout == 30.0 and copy.names == "escaped"
+    context = multiprocessing.get_context(method)
+    with context.Pool(2) as pool:
+        counts = pool.starmap(append_from_child, [(store, "s", 25), (store, "s", 25)])
+    assert max(counts) == 51
+    assert store.load("s")[0] == U("parent") and len(store.load("s")) == 51
+
+
+def test_a_clock_set_back_since_the_session_began(store_cls, tmp_path):
+    """The session began while the clock was an hour ahead (then NTP stepped it back): it keeps
+    the creation time it recorded (``created_at`` is kept, whatever the transcript's time does),
+    and is neither stale nor stuck before its time, and its messages are all there."""
+    import json
+    from datetime import datetime, timedelta, timezone
+
+    store = store_cls(tmp_path / "ws")
+    store.set_session_state("s", "running", "t1")
+    ahead = datetime.now(timezone.utc) + timedelta(hours=1)
+    sidecar = tmp_path / "ws" / ".turnlog" / "meta" / "s.json"
+    meta = json.loads(sidecar.read_text())
+    meta.update(created_at=ahead.isoformat(), turn_started_at=ahead.isoformat())
+    sidecar.write_text(json.dumps(meta))
+    store.append("s", U("after the clock went back"))
+    metadata = store.get_session_metadata("s")
+    assert metadata.created_at == ahead and metadata.last_activity < ahead
+    assert store.cleanup_stale(0.5) == 0 and store.list_stuck_sessions(60) == []
+    assert store.load("s") == [U("after the clock went back")]
+
+
+def test_a_workspace_on_another_filesystem(impl, tmp_path):
+    """The workspace on a filesystem of its own (a tmpfs mount, as a container's volume is):
+    rewrites, creation by link and the adoption of a ZeroClaw file stay within it."""
+    needs_root()
+    mount = tmp_path / "volume"
+    mount.mkdir(mode=0o700)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", mount], check=True)
+    try:
+        (mount / "ws" / "sessions").mkdir(parents=True, mode=0o700)
+        (mount / "ws").chmod(0o700)
+        (mount / "ws" / "sessions" / "a_b.jsonl").write_text('{"role":"user","content":"zc"}\n')
+        out = run_child(
+            impl,
+            """
+            store = Store(sys.argv[1])
+            store.append("a:b", {"role": "user", "content": "new"})
+            store.update_last("a:b", {"role": "user", "content": "edited"})
+            store.compact("a:b")
+            store.set_session_name("a:b", "named")
+            print([m.content for m in store.load("a:b")], store.get_session_name("a:b"))
+            """,
+            str(mount / "ws"),
+        )
+        assert out.strip() == "['zc', 'edited'] named"
+        assert os.listdir(mount / "ws" / "sessions") == ["a%3Ab.jsonl"]
+    finally:
+        subprocess.run(["umount", mount], check=True)

@@ -120,9 +120,8 @@ def test_a_child_loads_a_big_session_while_a_parent_thread_was_loading_one(tmp_p
     from turnlog.backends.jsonl import rust
 
     store = store_class("rust")(tmp_path / "ws")
-    text = "x" * 1000
-    store.append_many("big", [U(text)] * (rust.BIG_FILE // 1000 + 100))
-    assert os.path.getsize(store.transcript_path("big")) >= rust.BIG_FILE
+    many = rust.BIG_LOAD + 100
+    store.append_many("big", [U("x" * 100)] * many)
     held, release = threading.Event(), threading.Event()
 
     def hold() -> None:
@@ -135,7 +134,7 @@ def test_a_child_loads_a_big_session_while_a_parent_thread_was_loading_one(tmp_p
     pid = os.fork()
     if pid == 0:  # the child
         try:
-            ok = len(store.load("big")) == rust.BIG_FILE // 1000 + 100
+            ok = len(store.load("big")) == many
         finally:
             os._exit(0 if ok else 1)
     try:
@@ -143,3 +142,46 @@ def test_a_child_loads_a_big_session_while_a_parent_thread_was_loading_one(tmp_p
     finally:
         release.set()
     assert status == 0, "the child's load hung on the lock its parent's thread held"
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+@pytest.mark.parametrize("where", ["main thread", "pool thread"])
+def test_an_async_store_works_in_a_child_forked_after_its_pools_ran(impl, tmp_path, where):
+    """A forked child has none of its parent's threads: an ``AsyncSessionStore`` it inherited
+    (its pools full of threads that do not exist there) must not queue its calls forever."""
+    import asyncio
+
+    from turnlog.aio import AsyncBackend
+
+    store = AsyncBackend(store_class(impl)(tmp_path / "ws"), max_workers=2)
+
+    async def busy() -> None:
+        # Every pool thread started: full loads and metadata go to the pools in any store.
+        await asyncio.gather(*(store.list_sessions_with_metadata() for _ in range(8)))
+        await store.append("s", U("parent"))
+
+    asyncio.run(busy())
+
+    def child() -> None:
+        async def use() -> int:
+            await store.append("s", U("child"))
+            return len(await store.load("s")) + len(await store.list_sessions_with_metadata())
+
+        os._exit(0 if asyncio.run(use()) == 3 else 1)
+
+    if where == "main thread":
+        pid = os.fork()
+        if pid == 0:
+            child()
+    else:  # a call the pool runs forks (a backend that shells out, a library that daemonises)
+
+        def fork_here() -> int:
+            pid = os.fork()
+            if pid == 0:
+                child()
+            return pid
+
+        pid = store._pool.submit(fork_here).result()
+    status = wait_child(pid, DEADLINE)
+    asyncio.run(store.aclose())
+    assert status == 0, "the child's call waited for a thread that does not exist there"

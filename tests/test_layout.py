@@ -20,6 +20,7 @@ BOTTOM = {
     "turnlog._impl",
     "turnlog._message",
     "turnlog._native",
+    "turnlog._lower",
     "turnlog._rules",
     "turnlog._types",
     "turnlog.backend",

@@ -472,17 +472,46 @@ def test_a_legacy_file_deleted_and_made_again_by_turnlog_is_not_adopted(store_cl
     assert store_cls(ws).get_session_name("u_1") == "a new user"
 
 
-def test_an_adoption_cut_between_link_and_unlink_gives_no_shared_file(store_cls, tmp_path):
+@pytest.mark.parametrize("next_key", ["a:b", "a_b", "a/b"])
+def test_an_adoption_cut_between_link_and_unlink_gives_no_shared_file(
+    store_cls, tmp_path, next_key
+):
     ws = tmp_path / "ws"
     write_zeroclaw(ws, {"a_b": ["shared"]})
     store = store_cls(ws)
-    # What a crash of "a:b"'s adoption leaves: both names on one file, the marker still there.
-    os.link(ws / "sessions" / "a_b.jsonl", ws / "sessions" / "a%3Ab.jsonl")
-    store.append("a_b", U("a_b comes first after the crash"))
-    store.append("a:b", U("a:b"))
-    assert store.load("a:b") == [U("shared"), U("a:b")]
-    assert store.load("a_b") == [U("a_b comes first after the crash")]
-    assert os.stat(ws / "sessions" / "a%3Ab.jsonl").st_nlink == 1
+    sessions = ws / "sessions"
+    # What a crash of "a:b"'s adoption leaves: the marker naming a%3Ab, both names on one file.
+    (ws / ".turnlog" / RECORD / "a_b").write_text(str(sessions / "a%3Ab.jsonl"))
+    os.link(sessions / "a_b.jsonl", sessions / "a%3Ab.jsonl")
+    store.append(next_key, U(f"{next_key} comes next"))
+    for key in {"a:b", "a_b", "a/b"} - {next_key}:
+        store.append(key, U(key))
+    assert store.load("a:b")[0] == U("shared")  # the history stays with the key that took it
+    for key in ("a_b", "a/b"):
+        assert U("shared") not in store.load(key)
+    assert all(os.stat(path).st_nlink == 1 for path in sessions.iterdir())
+    assert len({os.stat(path).st_ino for path in sessions.iterdir()}) == 3
+
+
+def test_a_backup_hard_link_of_a_legacy_file_is_no_crashed_adoption(store_cls, tmp_path):
+    ws = tmp_path / "ws"
+    write_zeroclaw(ws, {"user_1": ["mine"]})
+    (tmp_path / "backup").mkdir()
+    os.link(ws / "sessions" / "user_1.jsonl", tmp_path / "backup" / "user_1.jsonl")  # cp -al
+    store = store_cls(ws)
+    assert store.load("user_1") == [U("mine")]
+    assert store.load("user:1") == []
+
+
+def test_a_file_made_with_zeroclaw_names_and_remade_natively_is_not_adopted(store_cls, tmp_path):
+    ws = tmp_path / "ws"
+    native = store_cls(ws)  # opened first: knows of no legacy file
+    side_by_side = store_cls(ws, names="zeroclaw")
+    side_by_side.append("user_1", U("zeroclaw-named"))
+    side_by_side.delete_session("user_1")
+    native.append("user_1", U("secret of user_1"))
+    assert store_cls(ws).load("user:1") == []
+    assert store_cls(ws).load("user_1") == [U("secret of user_1")]
 
 
 def test_a_stopped_holder_of_a_legacy_file_times_the_call_out_and_splits_nothing(

@@ -47,7 +47,13 @@ class JsonlStore:
         lock_timeout: float | None = None,
         zeroclaw_names: bool = False,
     ) -> JsonlStore: ...
-    def load(self, key: str, limit: int | None = None) -> list[ChatMessage]: ...
+    def load(
+        self,
+        key: str,
+        limit: int | None = None,
+        max_bytes: int | None = None,
+        turns: Any = None,
+    ) -> list[ChatMessage]: ...
     def append(
         self, key: str, message: ChatMessage | dict[str, Any], create: bool = True
     ) -> tuple[bool, bool] | None: ...

@@ -8,6 +8,7 @@ imports nothing else of turnlog but those data classes.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from datetime import datetime, timedelta, timezone
@@ -194,10 +195,33 @@ def checked_times(
     )
 
 
+@functools.cache
+def _rust_cases() -> tuple[dict[int, str], re.Pattern[str]]:
+    """Rust's lower-case mapping (``_lower.PAIRS``), and a pattern that finds its characters."""
+    from . import _lower
+
+    table = {}
+    for pair in _lower.PAIRS.split():
+        point, lowered = pair.split(":")
+        table[int(point, 16)] = "".join(chr(int(part, 16)) for part in lowered.split(","))
+    return table, re.compile("[" + "".join(map(re.escape, map(chr, table))) + "]")
+
+
+def lower(text: str) -> str:
+    """``text`` lower-cased as the Rust store's search does (Rust's Unicode tables): Python's
+    ``str.lower``, then Rust's mapping for what this Python's (older) tables leave upper-case,
+    so every store matches the same messages."""
+    lowered = text.lower()
+    if lowered.isascii():
+        return lowered
+    table, upper = _rust_cases()
+    return lowered.translate(table) if upper.search(lowered) else lowered
+
+
 def search_words(keyword: str) -> list[str]:
     """The lower-cased words of a search keyword, split on Unicode white space (as the Rust
     search splits it), without repeats."""
-    return list(dict.fromkeys(word.lower() for word in _WORDS.split(keyword) if word))
+    return list(dict.fromkeys(lower(word) for word in _WORDS.split(keyword) if word))
 
 
 def by_activity(sessions: list[SessionMetadata]) -> list[SessionMetadata]:

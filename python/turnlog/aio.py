@@ -38,6 +38,10 @@ Cancelling the task that awaits a call does not stop a call that has already sta
 thread: it runs to completion (a write lands or fails as a whole, as in the sync store). A call
 still waiting for a thread is dropped. A call that runs on the loop finishes before the task can
 be cancelled.
+
+A process forked while a store's threads exist (``multiprocessing`` with ``fork``, gunicorn,
+celery; or a call in a worker thread that forks) has none of them: the store gets fresh pools
+there, so an inherited store keeps working in the child.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ import contextlib
 import contextvars
 import functools
 import os
+import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -59,7 +64,7 @@ from ._rules import Durability, Match
 from ._types import SessionMetadata, SessionQuery, SessionState
 from .backend import MessageLike, SessionBackend
 from .backends.jsonl.base import Names
-from .backends.jsonl.rust import SessionStore as RustSessionStore
+from .backends.jsonl.rust import is_plain as is_plain_rust_store
 from .backends.workspace import PathLike
 
 __all__ = ["BULK_MESSAGES", "INLINE_MESSAGES", "AsyncBackend", "AsyncSessionStore"]
@@ -93,6 +98,18 @@ def _is_small(limit: object) -> bool:
     Anything odd (a bad type, a negative number) counts as small: the backend refuses it at once.
     """
     return isinstance(limit, int) and limit <= BULK_MESSAGES
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has only the thread that forked: the pools it inherited count threads
+    that do not exist there, and a call queued behind them would wait forever. Fresh pools."""
+    for backend in list(_LIVE):
+        backend._new_pools()
+
+
+#: Every ``AsyncBackend`` of the process, to renew their pools in a forked child.
+_LIVE: weakref.WeakSet[AsyncBackend[Any]] = weakref.WeakSet()
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class AsyncBackend(Generic[BackendT]):
@@ -130,10 +147,17 @@ class AsyncBackend(Generic[BackendT]):
         self._backend = backend
         self._closed = False
         # The Rust store's twin that never waits for a lock: cheap calls run through it inline.
-        now = backend.without_waiting() if isinstance(backend, RustSessionStore) else None
+        # Not for a subclass: its overrides must run, and the twin is a plain store.
+        now = backend.without_waiting() if is_plain_rust_store(backend) else None
         self._now_reader = now
         self._now_writer = now if now is not None and now.durability == "process" else None
+        self._sizes = (general, bulk)
+        self._new_pools()
+        _LIVE.add(self)
+
+    def _new_pools(self) -> None:
         # Threads start on first use, so an unused pool costs nothing.
+        general, bulk = self._sizes
         self._pool = ThreadPoolExecutor(general, thread_name_prefix="turnlog-aio")
         self._bulk = ThreadPoolExecutor(bulk, thread_name_prefix="turnlog-aio-bulk")
 

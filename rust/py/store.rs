@@ -3,7 +3,7 @@
 use std::ops::ControlFlow;
 use std::time::Duration;
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyTimeoutError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyList, PyString};
@@ -56,6 +56,24 @@ fn yield_point(py: Python<'_>) -> PyResult<()> {
         })?
         .call0(py)?;
     Ok(())
+}
+
+/// A turn at building messages: `turns.acquire()` (which lets go of the GIL while it waits),
+/// and `release()` when dropped.
+struct Turn<'py>(Bound<'py, PyAny>);
+
+impl<'py> Turn<'py> {
+    fn take(lock: &Bound<'py, PyAny>) -> PyResult<Self> {
+        lock.call_method0("acquire")?;
+        Ok(Turn(lock.clone()))
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        // Releasing a lock this thread acquired cannot fail; an error here has nowhere to go.
+        let _ = self.0.call_method0("release");
+    }
 }
 
 /// Waits without the GIL.
@@ -115,12 +133,18 @@ impl JsonlStore {
         }
     }
 
-    #[pyo3(signature = (key, limit=None))]
+    /// `max_bytes`: refuse a load whose lines span more bytes (`TimeoutError`, before any object
+    /// is built): a call that must not keep an event loop busy. `turns`: a lock (a Python
+    /// `threading.Lock`) held while the messages are built, taken once the file's own lock is
+    /// had, so that big loads of a process take turns without queueing behind a locked session.
+    #[pyo3(signature = (key, limit=None, max_bytes=None, turns=None))]
     fn load<'py>(
         &self,
         py: Python<'py>,
         key: &Bound<'py, PyAny>,
         limit: Option<usize>,
+        max_bytes: Option<u64>,
+        turns: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyList>> {
         let key = key_str(key)?.to_owned();
         let opened = py.detach(|| self.store.open(&key)).map_err(to_py)?;
@@ -141,6 +165,13 @@ impl JsonlStore {
             ),
         };
         let end = held.len;
+        if max_bytes.is_some_and(|most| end - start > most) {
+            return Err(PyTimeoutError::new_err(format!(
+                "the messages span {} bytes, more than max_bytes",
+                end - start
+            )));
+        }
+        let _turn = turns.map(Turn::take).transpose()?;
         // Appended to batch by batch: a side vector of the whole result would be memory that
         // grows with the session beyond the objects returned.
         let messages = PyList::empty(py);

@@ -141,6 +141,10 @@ def require_flock() -> None:
         raise NotImplementedError(NO_FLOCK)
 
 
+#: What ``locked`` gives: a context manager of ``(fd, created)``, or ``None``.
+Locked = contextlib.AbstractContextManager[tuple[int, bool] | None]
+
+
 @contextlib.contextmanager
 def locked(
     path: str, *, create: bool, timeout: float | None = None

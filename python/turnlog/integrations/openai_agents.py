@@ -45,7 +45,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 
 from .. import ChatMessage, SessionBackend
 from ..aio import INLINE_MESSAGES
-from ..backends.jsonl.rust import SessionStore as RustSessionStore
+from ..backends.jsonl.rust import is_plain as is_plain_rust_store
 from ._json import dumps, is_line_safe
 from ._store import resolve_store
 
@@ -187,7 +187,8 @@ class TurnlogSession:
         self._lock = threading.Lock()
         self._closed = False
         # The Rust store's twin that never waits for a lock: cheap calls run through it inline.
-        now = self.store.without_waiting() if isinstance(self.store, RustSessionStore) else None
+        # Not for a subclass: its overrides must run, and the twin is a plain store.
+        now = self.store.without_waiting() if is_plain_rust_store(self.store) else None
         self._now_reader = now
         self._now_writer = now if now is not None and now.durability == "process" else None
 
@@ -209,7 +210,7 @@ class TurnlogSession:
             raise TypeError(f"limit must be an int or None, not {type(limit).__name__}")
         wanted = None if limit is None or limit < 0 else limit
         if wanted is not None and wanted <= INLINE_MESSAGES:
-            found = self._inline(self._now_reader, _get_items, wanted)
+            found = self._inline(self._now_reader, _get_items, wanted, INLINE_MESSAGES)
             if found is not _BUSY:
                 return cast("list[TResponseInputItem]", found)
         return await asyncio.to_thread(self._locked, _get_items, wanted)
@@ -283,7 +284,11 @@ class TurnlogSession:
 _BUSY = object()
 
 
-def _get_items(store: SessionBackend, key: str, limit: int | None) -> list[TResponseInputItem]:
+def _get_items(
+    store: SessionBackend, key: str, limit: int | None, most: int | None = None
+) -> list[TResponseInputItem]:
+    """The newest ``limit`` items, reading at most ``most`` messages (else ``TimeoutError``,
+    having changed nothing: the call is then made again in a thread)."""
     if limit is None:
         return _items(store.load(key))
     if limit == 0:
@@ -296,6 +301,8 @@ def _get_items(store: SessionBackend, key: str, limit: int | None) -> list[TResp
         if len(items) >= limit or len(messages) < window:
             return items[-limit:]
         window *= 2
+        if most is not None and window > most:
+            raise TimeoutError("more messages to read than an inline call reads")
 
 
 def _add(store: SessionBackend, key: str, messages: list[dict[str, Any]]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Iterable
@@ -129,9 +130,7 @@ class JsonlStoreBase(SessionBackend):
         """Seconds a call waits for a session's lock before ``TimeoutError``; ``None``: no limit."""
         return self._lock_timeout
 
-    def _locked(
-        self, path: str, *, create: bool
-    ) -> contextlib.AbstractContextManager[tuple[int, bool] | None]:
+    def _locked(self, path: str, *, create: bool) -> files.Locked:
         """``files.locked`` with this store's lock timeout."""
         return files.locked(path, create=create, timeout=self._lock_timeout)
 
@@ -145,6 +144,18 @@ class JsonlStoreBase(SessionBackend):
             f"{type(self).__name__}({os.path.dirname(self._sessions_dir)!r}, "
             f"durability={self._durability!r}, names={self._names!r})"
         )
+
+    def _like_this(self, **changes: Any) -> Any:
+        """A new store of this class over this workspace, with these settings but ``changes``."""
+        settings = {"durability": self._durability, "names": self._names, **changes}
+        settings.setdefault("lock_timeout", self._lock_timeout)
+        settings.setdefault("adopt_zeroclaw_names", self._adopts)
+        return functools.partial(type(self), os.path.dirname(self._sessions_dir), **settings)
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        # Pickled as what it was made with: the process that unpickles it (multiprocessing's
+        # spawn and forkserver children) opens the workspace anew, with its own files and locks.
+        return self._like_this(), ()
 
     def transcript_path(self, session_key: str) -> str:
         """The absolute path of the session's ``.jsonl`` transcript (which need not exist).
@@ -193,19 +204,12 @@ class JsonlStoreBase(SessionBackend):
     def _view(self) -> JsonlStoreBase:
         """This workspace with ZeroClaw's names: listings read legacy files through it."""
         if self._zeroclaw_view is None:
-            workspace = os.path.dirname(self._sessions_dir)
-            self._zeroclaw_view = type(self)(
-                workspace,
-                durability=self._durability,
-                lock_timeout=self._lock_timeout,
-                names="zeroclaw",
-            )
+            self._zeroclaw_view = self._like_this(names="zeroclaw")()
         return self._zeroclaw_view
 
     def list_sessions(self) -> list[str]:
         """Every session key, sorted; files whose names no key maps to are not listed. Legacy
-        ZeroClaw files not adopted yet are listed by their file name (``telegram_ключ``), as
-        ZeroClaw listed them: a call with that key adopts the file."""
+        ZeroClaw files not adopted yet are listed by their file name (a call with it adopts it)."""
         keys = self._list()
         return sorted({*keys, *self.zeroclaw_files()}) if self._adopts and self._legacy else keys
 
@@ -409,9 +413,7 @@ class JsonlStoreBase(SessionBackend):
 
     def get_session_name(self, session_key: str) -> str | None:
         """The session's name, or ``None``."""
-        return sidecar.text_field(
-            self._sidecars.read(self._name_of(self._own(session_key))), "name"
-        )
+        return sidecar.text_field(self._meta(session_key), "name")
 
     def set_session_agent_alias(self, session_key: str, alias: str) -> None:
         """Bind the session to an agent alias (creating the session if needed)."""
@@ -421,9 +423,10 @@ class JsonlStoreBase(SessionBackend):
 
     def get_session_agent_alias(self, session_key: str) -> str | None:
         """The session's agent alias, or ``None``."""
-        return sidecar.text_field(
-            self._sidecars.read(self._name_of(self._own(session_key))), "agent_alias"
-        )
+        return sidecar.text_field(self._meta(session_key), "agent_alias")
+
+    def _meta(self, session_key: str) -> dict[str, Any]:
+        return self._sidecars.read(self._name_of(self._own(session_key)))
 
     def _set_context(self, session_key: str, fields: dict[str, str]) -> None:
         self._update_meta(session_key, dict(fields))
@@ -444,9 +447,8 @@ class JsonlStoreBase(SessionBackend):
 
     def get_session_state(self, session_key: str) -> SessionState | None:
         """The turn state (``"idle"`` until one is set); ``None`` if the session does not exist."""
-        if not self.session_exists(session_key):
-            return None  # (which adopted a legacy file of the key, if any)
-        return sidecar.state_of(self._sidecars.read(self._name_of(session_key)))
+        exists = self.session_exists(session_key)  # (adopting a legacy file of the key)
+        return sidecar.state_of(self._sidecars.read(self._name_of(session_key))) if exists else None
 
     def list_running_sessions(self) -> list[SessionMetadata]:
         """Sessions in the ``"running"`` state, the most recently active first."""
@@ -459,23 +461,17 @@ class JsonlStoreBase(SessionBackend):
     def list_stuck_sessions(self, threshold_secs: float) -> list[SessionMetadata]:
         """Sessions running for longer than ``threshold_secs`` (by ``turn_started_at``)."""
         limit = earlier(sidecar.now(), check_amount(threshold_secs, "threshold_secs"))
-        return self._metadata_of(
-            key
-            for key, state in self._states()
-            if state.state == "running"
-            and state.turn_started_at is not None
-            and state.turn_started_at <= limit
-        )
+        stuck = sidecar.stuck_since(limit)
+        return self._metadata_of(key for key, state in self._states() if stuck(state))
 
     def cleanup_stale(self, ttl_hours: float) -> int:
         """Delete sessions (transcript and metadata) idle for longer than ``ttl_hours``, by last
         activity (the transcript's last change). Returns how many were deleted.
 
         A session that looks stale is judged again under its transcript's lock, and removed
-        (sidecar first, then transcript) before the lock is let go: a message whose append was
-        acknowledged after the first look keeps its session. Appenders that were waiting for
-        the lock find the transcript gone and start a new one. Temp files that killed rewrites
-        left behind (``.turnlog-*.tmp``, an hour old) are removed too.
+        (sidecar, then transcript) before the lock is let go: a message acknowledged after the
+        first look keeps its session; appenders waiting for the lock start a new one. Temp files
+        of killed rewrites (``.turnlog-*.tmp``, an hour old) are removed too.
         """
         limit = sidecar.to_ns(earlier(sidecar.now(), check_amount(ttl_hours, "ttl_hours") * 3600))
         removed = 0

@@ -56,6 +56,13 @@ def _zeroclaw_files(sessions_dir: str, *, non_ascii_only: bool) -> set[str]:
     return found
 
 
+def _same_file(one: str, other: str) -> bool:
+    try:
+        return os.path.samefile(one, other)
+    except FileNotFoundError:
+        return False
+
+
 def _fits(name: str) -> bool:
     """Whether the key ``name`` has a turnlog file name (not too long once escaped)."""
     try:
@@ -133,11 +140,9 @@ class LegacyFiles:
         markers = set(os.listdir(self.record))
         if _COMPLETE not in markers:
             raise OSError(errno.EINVAL, "not a complete record of ZeroClaw's files", self.record)
-        present = _zeroclaw_files(self._sessions_dir, non_ascii_only=False)
-        for gone in markers - present - {_COMPLETE}:  # their files were deleted meanwhile
-            with contextlib.suppress(OSError):
-                os.unlink(self._marker(gone))
-        return markers & present
+        markers.discard(_COMPLETE)
+        # One lstat per marker (none at all once every file is taken), not a listing of sessions/.
+        return {name for name in markers if os.path.lexists(self.path(name))}
 
     def _create(self) -> None:
         """Record the ZeroClaw files there now: before any store that names files turnlog's
@@ -176,7 +181,9 @@ class LegacyFiles:
             if os.path.isdir(self.record):
                 os.close(os.open(self._marker(name), os.O_CREAT | os.O_WRONLY, 0o600))
                 self._pending.add(name)
-        elif name in self._pending:
+        else:
+            # Another process (a store with ZeroClaw's names) may have marked it since this
+            # object read the record: whatever this object knows, the marker goes.
             self._drop(name)
 
     def take(self, session_key: str, own_name: str, on_adopt: Callable[[str], None]) -> bool:
@@ -200,7 +207,8 @@ class LegacyFiles:
 
     def _drop(self, name: str) -> None:
         self._pending.discard(name)
-        with contextlib.suppress(FileNotFoundError):
+        # No marker, or no record at all (its folder gone, or a file now): nothing to adopt.
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             os.unlink(self._marker(name))
 
     def _take_locked(
@@ -208,27 +216,33 @@ class LegacyFiles:
     ) -> bool:
         """``take``, holding the legacy file's lock."""
         legacy = self.path(name)
-        if not os.path.lexists(self._marker(name)):
+        try:
+            with open(self._marker(name), encoding="utf-8") as marker:
+                adopting = marker.read()
+        except FileNotFoundError:
             self._pending.discard(name)  # another process took it
             return False
+        if adopting and adopting != own_path and _same_file(legacy, adopting):
+            # An adoption by another key was cut between its link and its unlink: finish it.
+            # The file is that key's already, under its own name; this key starts afresh.
+            os.unlink(legacy)
+            self._drop(name)
+            return False
         if legacy == own_path:
-            if os.lstat(legacy).st_nlink > 1:
-                # An adoption crashed between its link and its unlink: the file is that key's
-                # already (under its own name); finish it. This key starts afresh.
-                os.unlink(legacy)
-                self._drop(name)
-                return False
             self._drop(name)
             return True
+        # The marker names the file's next name before it has two: a crash in between is
+        # finished by the next call on the file, whichever key makes it (above).
+        files.replace(self._marker(name), own_path.encode("utf-8"), durable=self._durable)
         try:
             os.link(legacy, own_path)
         except FileExistsError:
-            if not os.path.samefile(legacy, own_path):
+            if not _same_file(legacy, own_path):
                 # The key has a file of its own (a store that does not adopt made it): this
                 # process leaves the legacy file alone; another key may still take it.
                 self._pending.discard(name)
                 return False
-            # else an adoption crashed between this link and the unlink below: finish it.
+            # else this key's own adoption was cut between this link and the unlink below.
         except OSError as error:
             if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
                 raise
@@ -243,7 +257,10 @@ class LegacyFiles:
         self._drop(name)
         if self._durable:
             files.sync_dir(self._sessions_dir)
-        on_adopt(name)
+        try:
+            on_adopt(name)
+        except OSError as error:  # the file is the key's now: its metadata is derived instead
+            log.warning("turnlog: the metadata of %s did not follow it: %s", legacy, error)
         log.info(
             "turnlog: session %r adopted ZeroClaw's file %s (now %s)",
             session_key,

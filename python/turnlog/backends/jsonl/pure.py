@@ -18,7 +18,7 @@ except ImportError:  # no flock here (Windows): SessionStore() raises files.NO_F
     fcntl = None  # type: ignore[assignment]
 
 from ..._impl import ChatMessage
-from ..._rules import search_words
+from ..._rules import lower, search_words
 from ...backend import MessageLike
 from .. import files
 from .. import format as _format
@@ -137,7 +137,7 @@ class SessionStore(JsonlStoreBase):
                 message = _format.parse_line(line)
                 if message is None:
                     continue
-                content = message.content.lower()
+                content = lower(message.content)
                 hits = (word in content for word in words)
                 if all(hits) if match_all else any(hits):
                     found.append(key)

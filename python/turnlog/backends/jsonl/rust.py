@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeGuard
 
 from ..._impl import ChatMessage, native
 from ..._rules import Durability
@@ -20,19 +20,12 @@ from .base import Appended, JsonlStoreBase, Names
 
 __all__ = ["SessionStore"]
 
-#: A load of more messages than this (or of all of them) from a file of ``BIG_FILE`` bytes or
-#: more takes turns with the others of the process (see ``_big_loads``).
+#: A load of more messages than this (or of all of them) takes turns with the others of the
+#: process at building its messages (see ``_big_loads``).
 BIG_LOAD = 1000
-#: From this size on, a load reads ahead on a second thread (``READ_AHEAD_MIN_BYTES``,
-#: ``rust/lines.rs``).
-BIG_FILE = 4 << 20
-
-
-def _is_big(path: str) -> bool:
-    try:
-        return os.lstat(path).st_size >= BIG_FILE
-    except OSError:
-        return False  # the load says what is wrong
+#: What a store made by ``without_waiting`` reads at most in one load: more would keep an event
+#: loop busy (a 40-message tail of 2 MB pictures took 190 ms).
+INLINE_BYTES = 256 << 10
 
 
 def _fresh_lock() -> None:
@@ -40,14 +33,21 @@ def _fresh_lock() -> None:
     _big_loads = threading.Lock()
 
 
-# Big loads take turns. Their object building needs the GIL, which one thread holds at a time:
-# two loads at once trade it back and forth (each waiting up to CPython's switch interval for
-# it, and the cores they would read ahead on busy with the other), and ran slower together than
-# one after the other (0.7-0.8x at 2, 4 and 8 threads). Taking turns, each load reads and parses
-# ahead on a second core while it builds, as when it runs alone. A fork's child gets a fresh
-# lock: a thread of the parent that held it does not exist there.
+# Big loads take turns at building their messages, once each has its file's lock (the native
+# load takes this lock then). Building needs the GIL, which one thread holds at a time: two loads
+# at once traded it back and forth (each waiting up to CPython's switch interval for it, and the
+# cores they would read ahead on busy with the other), and ran slower together than one after
+# the other (0.7-0.8x at 2, 4 and 8 threads). Taking turns, each load reads and parses ahead on a
+# second core while it builds, as when it runs alone. A fork's child gets a fresh lock: a thread
+# of the parent that held it does not exist there.
 _big_loads = threading.Lock()
 os.register_at_fork(after_in_child=_fresh_lock)
+
+
+def is_plain(store: object) -> TypeGuard[SessionStore]:
+    """Whether ``store`` is this class itself, not a subclass (whose overrides a twin made by
+    ``without_waiting`` would skip)."""
+    return type(store) is SessionStore
 
 
 def _native_message(message: MessageLike) -> Any:
@@ -83,27 +83,22 @@ class SessionStore(JsonlStoreBase):
             self._sessions_dir, durable, self._lock_timeout, names == "zeroclaw"
         )
         self._without_waiting: SessionStore | None = None
+        self._max_bytes: int | None = None
 
     def without_waiting(self) -> SessionStore:
-        """This store with ``lock_timeout=0`` (made once, then reused): a call that would wait
-        for a lock another thread or process holds raises ``TimeoutError`` at once, having
-        changed nothing. ``turnlog.aio`` runs cheap calls through it on the event loop."""
+        """This store, made once, that never keeps its caller waiting: a call that would wait
+        for a lock another thread or process holds (``lock_timeout=0``), or a load of more than
+        ``INLINE_BYTES``, raises ``TimeoutError`` at once, having changed nothing.
+        ``turnlog.aio`` runs cheap calls through it on the event loop."""
         if self._without_waiting is None:
-            self._without_waiting = SessionStore(
-                os.path.dirname(self._sessions_dir),
-                durability=self._durability,
-                lock_timeout=0,
-                names=self._names,
-                adopt_zeroclaw_names=self._adopts,
-            )
+            quick: SessionStore = self._like_this(lock_timeout=0)()
+            quick._max_bytes = INLINE_BYTES
+            self._without_waiting = quick
         return self._without_waiting
 
     def _load(self, session_key: str, limit: int | None) -> list[ChatMessage]:
-        few = limit is not None and limit <= BIG_LOAD
-        if few or not _is_big(self.transcript_path(session_key)):
-            return self._native.load(session_key, limit)  # type: ignore[no-any-return]
-        with _big_loads:
-            return self._native.load(session_key, limit)  # type: ignore[no-any-return]
+        turns = None if limit is not None and limit <= BIG_LOAD else _big_loads
+        return self._native.load(session_key, limit, self._max_bytes, turns)  # type: ignore[no-any-return]
 
     def _stat(self, session_key: str) -> tuple[int, int] | None:
         return self._native.stat(session_key)  # type: ignore[no-any-return]

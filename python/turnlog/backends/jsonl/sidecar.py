@@ -93,6 +93,16 @@ def state_of(meta: dict[str, Any]) -> SessionState:
     )
 
 
+def stuck_since(limit: datetime) -> Callable[[SessionState], bool]:
+    """Whether a session in ``state`` runs a turn started at ``limit`` or before."""
+
+    def stuck(state: SessionState) -> bool:
+        started = state.turn_started_at
+        return state.state == "running" and started is not None and started <= limit
+
+    return stuck
+
+
 def metadata(key: str, meta: dict[str, Any], count: int, mtime_ns: int) -> SessionMetadata:
     """What the sidecar ``meta`` and the transcript (``count`` valid messages, last written at
     ``mtime_ns``) say about session ``key``."""

@@ -24,6 +24,7 @@ from ..._rules import (
     check_state,
     check_text,
     checked_times,
+    lower,
     search_words,
 )
 from ..._types import SessionMetadata, SessionQuery, SessionState
@@ -565,7 +566,7 @@ class _RedisCore:
             )
             for metadata, elements in zip(batch, replies, strict=True):
                 for message in _messages(elements):
-                    content = message.content.lower()
+                    content = lower(message.content)
                     hits = (word in content for word in words)
                     if all(hits) if match_all else any(hits):
                         found.append(metadata)

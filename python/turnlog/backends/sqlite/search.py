@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from ..._rules import Match
+from ..._rules import Match, lower
 from .schema import _select_metadata
 
 #: The content of a message row, in SQL (the CASE spares a hand-damaged row a JSON error).
@@ -54,7 +54,7 @@ def _content(line: str) -> str | None:
 def _indexed_text(line: str) -> str | None:
     """What the search index holds for a row: its lower-cased content (``None``: nothing)."""
     content = _content(line)
-    return None if content is None else content.lower()
+    return None if content is None else lower(content)
 
 
 def _matches(content: object, words: str, any_word: int) -> bool:
@@ -62,7 +62,7 @@ def _matches(content: object, words: str, any_word: int) -> bool:
     ``any_word``, one of them). ``words`` are joined by spaces, which no word holds."""
     if not isinstance(content, str):
         return False
-    lowered = content.lower()
+    lowered = lower(content)
     hits = (word in lowered for word in words.split(" "))
     return any(hits) if any_word else all(hits)
 
