@@ -133,6 +133,7 @@ def test_a_child_loads_a_big_session_while_a_parent_thread_was_loading_one(tmp_p
     held.wait()
     pid = os.fork()
     if pid == 0:  # the child
+        ok = False
         try:
             ok = len(store.load("big")) == many
         finally:
@@ -167,7 +168,11 @@ def test_an_async_store_works_in_a_child_forked_after_its_pools_ran(impl, tmp_pa
             await store.append("s", U("child"))
             return len(await store.load("s")) + len(await store.list_sessions_with_metadata())
 
-        os._exit(0 if asyncio.run(use()) == 3 else 1)
+        status = 1
+        try:
+            status = 0 if asyncio.run(use()) == 3 else 1
+        finally:
+            os._exit(status)  # never back into the parent's pytest
 
     if where == "main thread":
         pid = os.fork()
@@ -185,3 +190,36 @@ def test_an_async_store_works_in_a_child_forked_after_its_pools_ran(impl, tmp_pa
     status = wait_child(pid, DEADLINE)
     asyncio.run(store.aclose())
     assert status == 0, "the child's call waited for a thread that does not exist there"
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_an_sdk_session_works_in_a_child_forked_while_a_thread_held_its_lock(tmp_path):
+    import asyncio
+
+    if not os.environ.get("CI", "").strip():
+        pytest.importorskip("agents")
+    from turnlog.integrations.openai_agents import TurnlogSession
+
+    session = TurnlogSession("chat", store_class("pure")(tmp_path / "ws"))
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with session._lock:  # a worker thread in the middle of a call
+            held.set()
+            release.wait()
+
+    threading.Thread(target=hold, daemon=True).start()
+    held.wait()
+    pid = os.fork()
+    if pid == 0:
+        ok = False
+        try:
+            asyncio.run(session.add_items([{"role": "user", "content": "child"}]))
+            ok = asyncio.run(session.get_items()) == [{"role": "user", "content": "child"}]
+        finally:
+            os._exit(0 if ok else 1)
+    try:
+        status = wait_child(pid, DEADLINE)
+    finally:
+        release.set()
+    assert status == 0, "the child waited for a lock a thread of its parent held"

@@ -481,8 +481,12 @@ def test_an_adoption_cut_between_link_and_unlink_gives_no_shared_file(
     store = store_cls(ws)
     sessions = ws / "sessions"
     # What a crash of "a:b"'s adoption leaves: the marker naming a%3Ab, both names on one file.
-    (ws / ".turnlog" / RECORD / "a_b").write_text(str(sessions / "a%3Ab.jsonl"))
+    (ws / ".turnlog" / RECORD / "a_b").write_text("a%3Ab.jsonl")
     os.link(sessions / "a_b.jsonl", sessions / "a%3Ab.jsonl")
+    if next_key == "a/b":  # and the workspace moved meanwhile (a restore, another mount)
+        ws = ws.rename(tmp_path / "moved")
+        sessions = ws / "sessions"
+        store = store_cls(ws)
     store.append(next_key, U(f"{next_key} comes next"))
     for key in {"a:b", "a_b", "a/b"} - {next_key}:
         store.append(key, U(key))
@@ -618,3 +622,12 @@ def test_cli_adopt_reads_keys_as_the_bot_wrote_them(tmp_path, capsys):
     keys = tmp_path / "keys.txt"
     keys.write_bytes("\ufeffa:b\r\nline\u2028break\nsame\n\n  \nsame\nlast".encode())
     assert read_keys(str(keys)) == ["a:b", "line\u2028break", "same", "last"]
+
+
+def test_adoption_in_a_workspace_whose_path_is_not_utf8(store_cls, tmp_path):
+    ws = Path(os.fsdecode(bytes(tmp_path) + b"/w\xffs"))
+    write_zeroclaw(ws, {"a_b": ["history"]})
+    store = store_cls(ws)
+    assert store.load("a:b") == [U("history")]
+    store.append("a:b", U("more"))
+    assert store_cls(ws).load("a:b") == [U("history"), U("more")]

@@ -171,7 +171,10 @@ impl JsonlStore {
                 end - start
             )));
         }
-        let _turn = turns.map(Turn::take).transpose()?;
+        // Only loads big enough to read ahead take turns: a small one builds in a moment, and
+        // must not queue behind a big one.
+        let big = end - start >= lines::READ_AHEAD_MIN_BYTES;
+        let _turn = turns.filter(|_| big).map(Turn::take).transpose()?;
         // Appended to batch by batch: a side vector of the whole result would be memory that
         // grows with the session beyond the objects returned.
         let messages = PyList::empty(py);

@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -50,8 +52,6 @@ from ._json import dumps, is_line_safe
 from ._store import resolve_store
 
 if TYPE_CHECKING:
-    import os
-
     from agents.items import TResponseInputItem
     from agents.memory import Session
 
@@ -129,6 +129,18 @@ def message_to_item(message: ChatMessage) -> dict[str, Any] | None:
     return item
 
 
+def _after_fork_in_child() -> None:
+    """A forked child has only the thread that forked: a session lock that a worker thread held
+    at the fork would stay taken there for good. Fresh locks."""
+    for session in list(_LIVE):
+        session._lock = threading.Lock()
+
+
+#: Every ``TurnlogSession`` of the process, to renew their locks in a forked child.
+_LIVE: weakref.WeakSet[TurnlogSession] = weakref.WeakSet()
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class TurnlogSession:
     """A session of the OpenAI Agents SDK (the ``agents.memory.Session`` protocol) whose items
     are the messages of one turnlog session.
@@ -186,6 +198,7 @@ class TurnlogSession:
             self.session_settings = coerce_session_settings(settings)
         self._lock = threading.Lock()
         self._closed = False
+        _LIVE.add(self)
         # The Rust store's twin that never waits for a lock: cheap calls run through it inline.
         # Not for a subclass: its overrides must run, and the twin is a plain store.
         now = self.store.without_waiting() if is_plain_rust_store(self.store) else None

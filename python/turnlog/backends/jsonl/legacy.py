@@ -112,6 +112,9 @@ class LegacyFiles:
     def path(self, name: str) -> str:
         return os.path.join(self._sessions_dir, name + _format.SUFFIX)
 
+    def _in_sessions(self, file_name: str) -> str:
+        return os.path.join(self._sessions_dir, os.path.basename(file_name))
+
     def _marker(self, name: str) -> str:
         return os.path.join(self.record, name)
 
@@ -217,12 +220,15 @@ class LegacyFiles:
         """``take``, holding the legacy file's lock."""
         legacy = self.path(name)
         try:
-            with open(self._marker(name), encoding="utf-8") as marker:
-                adopting = marker.read()
+            with open(self._marker(name), "rb") as marker:
+                # The file name (turnlog's names are ASCII) the file is being given, relative
+                # to sessions/, so that a workspace moved since still finds it.
+                adopting = marker.read().decode("ascii", "replace")
         except FileNotFoundError:
             self._pending.discard(name)  # another process took it
             return False
-        if adopting and adopting != own_path and _same_file(legacy, adopting):
+        own_file = os.path.basename(own_path)
+        if adopting and adopting != own_file and _same_file(legacy, self._in_sessions(adopting)):
             # An adoption by another key was cut between its link and its unlink: finish it.
             # The file is that key's already, under its own name; this key starts afresh.
             os.unlink(legacy)
@@ -233,7 +239,7 @@ class LegacyFiles:
             return True
         # The marker names the file's next name before it has two: a crash in between is
         # finished by the next call on the file, whichever key makes it (above).
-        files.replace(self._marker(name), own_path.encode("utf-8"), durable=self._durable)
+        files.replace(self._marker(name), own_file.encode("ascii"), durable=self._durable)
         try:
             os.link(legacy, own_path)
         except FileExistsError:
