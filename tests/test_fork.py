@@ -49,6 +49,31 @@ def append_within(store, key: str, seconds: float) -> bool:
     return done.wait(seconds)
 
 
+def fork_while_held(lock, in_child) -> int | None:
+    """Fork while another thread holds ``lock``: the child's exit status (0 when ``in_child()``
+    was true; ``None`` when it hung)."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with lock:
+            held.set()
+            release.wait()
+
+    threading.Thread(target=hold, daemon=True).start()
+    held.wait()
+    pid = os.fork()
+    if pid == 0:
+        ok = False
+        try:
+            ok = in_child()
+        finally:
+            os._exit(0 if ok else 1)  # never back into the parent's pytest
+    try:
+        return wait_child(pid, DEADLINE)
+    finally:
+        release.set()
+
+
 def wait_child(pid: int, seconds: float) -> int | None:
     """The child's exit status, or ``None`` (and the child killed) if it is still running."""
     deadline = time.monotonic() + seconds
@@ -122,26 +147,7 @@ def test_a_child_loads_a_big_session_while_a_parent_thread_was_loading_one(tmp_p
     store = store_class("rust")(tmp_path / "ws")
     many = rust.BIG_LOAD + 100
     store.append_many("big", [U("x" * 100)] * many)
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with rust._big_loads:  # what a parent thread's big load holds
-            held.set()
-            release.wait()
-
-    threading.Thread(target=hold, daemon=True).start()
-    held.wait()
-    pid = os.fork()
-    if pid == 0:  # the child
-        ok = False
-        try:
-            ok = len(store.load("big")) == many
-        finally:
-            os._exit(0 if ok else 1)
-    try:
-        status = wait_child(pid, DEADLINE)
-    finally:
-        release.set()
+    status = fork_while_held(rust._big_loads, lambda: len(store.load("big")) == many)
     assert status == 0, "the child's load hung on the lock its parent's thread held"
 
 
@@ -201,25 +207,10 @@ def test_an_sdk_session_works_in_a_child_forked_while_a_thread_held_its_lock(tmp
     from turnlog.integrations.openai_agents import TurnlogSession
 
     session = TurnlogSession("chat", store_class("pure")(tmp_path / "ws"))
-    held, release = threading.Event(), threading.Event()
 
-    def hold() -> None:
-        with session._lock:  # a worker thread in the middle of a call
-            held.set()
-            release.wait()
+    def in_child() -> bool:
+        asyncio.run(session.add_items([{"role": "user", "content": "child"}]))
+        return asyncio.run(session.get_items()) == [{"role": "user", "content": "child"}]
 
-    threading.Thread(target=hold, daemon=True).start()
-    held.wait()
-    pid = os.fork()
-    if pid == 0:
-        ok = False
-        try:
-            asyncio.run(session.add_items([{"role": "user", "content": "child"}]))
-            ok = asyncio.run(session.get_items()) == [{"role": "user", "content": "child"}]
-        finally:
-            os._exit(0 if ok else 1)
-    try:
-        status = wait_child(pid, DEADLINE)
-    finally:
-        release.set()
+    status = fork_while_held(session._lock, in_child)  # as a worker thread mid-call holds it
     assert status == 0, "the child waited for a lock a thread of its parent held"
