@@ -120,6 +120,10 @@ WHEEL_PLATFORM ?= manylinux_2_17_x86_64
 .PHONY: wheel
 wheel: install ## build the manylinux2014 abi3 wheel and the sdist into dist/; smoke-test both, each in a fresh venv
 	rm -f dist/turnlog-*
+	# The wheel is built from the unpacked sdist, whose files carry the sdist's fixed, old times:
+	# against a kept target dir, cargo would take the crate as unchanged and ship a stale build.
+	# Only turnlog itself is cleaned; its dependencies stay built.
+	cargo clean --quiet --release --target $(shell uname -m)-unknown-linux-gnu -p turnlog
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/maturin build --release --sdist \
 		--zig --compatibility $(WHEEL_COMPAT) -o dist -i $(PY)
 	$(VENV)/bin/auditwheel show dist/turnlog-*.whl
