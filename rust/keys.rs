@@ -39,6 +39,14 @@ fn is_plain(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-'
 }
 
+/// `name`, if it fits in a file name.
+fn fitting(name: Cow<'_, str>) -> Result<Cow<'_, str>, KeyError> {
+    if name.len() > MAX_NAME_BYTES {
+        return Err(KeyError::TooLong(name.len()));
+    }
+    Ok(name)
+}
+
 /// The file name (without [`SUFFIX`]) of the session `key`.
 pub fn key_to_name(key: &str) -> Result<Cow<'_, str>, KeyError> {
     if key.is_empty() {
@@ -60,10 +68,7 @@ pub fn key_to_name(key: &str) -> Result<Cow<'_, str>, KeyError> {
         }
         Cow::Owned(name)
     };
-    if name.len() > MAX_NAME_BYTES {
-        return Err(KeyError::TooLong(name.len()));
-    }
-    Ok(name)
+    fitting(name)
 }
 
 /// Whether ZeroClaw keeps `c` in a file name.
@@ -82,10 +87,7 @@ pub fn zeroclaw_name(key: &str) -> Result<Cow<'_, str>, KeyError> {
         let kept = |c| if zeroclaw_keeps(c) { c } else { '_' };
         Cow::Owned(key.chars().map(kept).collect())
     };
-    if name.len() > MAX_NAME_BYTES {
-        return Err(KeyError::TooLong(name.len()));
-    }
-    Ok(name)
+    fitting(name)
 }
 
 /// How a store names its session files.

@@ -4,6 +4,7 @@ descriptor limits, privileges) are changed in child processes only."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -135,12 +137,22 @@ def test_a_setter_that_cannot_write_metadata_leaves_no_session(store_cls, tmp_pa
     assert store.list_sessions() == []
 
 
-def test_a_full_disk_fails_the_write_and_stores_nothing(impl, tmp_path):
+@contextlib.contextmanager
+def tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted (owner-only) at the new folder ``where`` (needs root)."""
     needs_root()
-    mount = tmp_path / "small"
-    mount.mkdir(mode=0o700)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k,mode=0700", "tmpfs", mount], check=True)
+    where.mkdir(mode=0o700)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", where], check=True
+    )
     try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", where], check=True)
+
+
+def test_a_full_disk_fails_the_write_and_stores_nothing(impl, tmp_path):
+    with tmpfs(tmp_path / "small", "16k") as mount:
         out = run_child(
             impl,
             """
@@ -160,8 +172,6 @@ def test_a_full_disk_fails_the_write_and_stores_nothing(impl, tmp_path):
             """,
             str(mount / "ws"),
         )
-    finally:
-        subprocess.run(["umount", "-l", mount], check=True)
     lines = out.splitlines()
     assert lines[:3] == ["refused 28", "refused 28", "refused new 28"]  # ENOSPC
     assert lines[3] == "['first'] False"
@@ -520,11 +530,7 @@ def test_a_clock_set_back_since_the_session_began(store_cls, tmp_path):
 def test_a_workspace_on_another_filesystem(impl, tmp_path):
     """The workspace on a filesystem of its own (a tmpfs mount, as a container's volume is):
     rewrites, creation by link and the adoption of a ZeroClaw file stay within it."""
-    needs_root()
-    mount = tmp_path / "volume"
-    mount.mkdir(mode=0o700)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", mount], check=True)
-    try:
+    with tmpfs(tmp_path / "volume", "4m") as mount:
         (mount / "ws" / "sessions").mkdir(parents=True, mode=0o700)
         (mount / "ws").chmod(0o700)
         (mount / "ws" / "sessions" / "a_b.jsonl").write_text('{"role":"user","content":"zc"}\n')
@@ -542,5 +548,3 @@ def test_a_workspace_on_another_filesystem(impl, tmp_path):
         )
         assert out.strip() == "['zc', 'edited'] named"
         assert os.listdir(mount / "ws" / "sessions") == ["a%3Ab.jsonl"]
-    finally:
-        subprocess.run(["umount", mount], check=True)

@@ -57,6 +57,25 @@ _T = TypeVar("_T")
 # --- session keys -------------------------------------------------------------------------------
 
 
+def _checked_key(key: object) -> str:
+    """``key``, if it is a non-empty str (``TypeError``, ``ValueError`` otherwise)."""
+    if not isinstance(key, str):
+        raise TypeError(f"session key must be str, not {type(key).__name__}")
+    if not key:
+        raise ValueError("session key must not be empty")
+    return key
+
+
+def _fitting(name: str, size: int) -> str:
+    """``name`` (``size`` bytes), if it fits in a file name."""
+    if size > MAX_NAME_BYTES:
+        raise ValueError(
+            f"session key is too long: its file name needs {size} bytes, "
+            f"at most {MAX_NAME_BYTES} fit"
+        )
+    return name
+
+
 def key_to_name(key: object) -> str:
     """The file name (without ``.jsonl``) that holds session ``key``.
 
@@ -68,10 +87,7 @@ def key_to_name(key: object) -> str:
         TypeError: ``key`` is not a str.
         ValueError: ``key`` is empty, holds a lone surrogate, or its name is too long.
     """
-    if not isinstance(key, str):
-        raise TypeError(f"session key must be str, not {type(key).__name__}")
-    if not key:
-        raise ValueError("session key must not be empty")
+    key = _checked_key(key)
     if _PLAIN_KEY.fullmatch(key):
         name = key
     else:
@@ -80,12 +96,7 @@ def key_to_name(key: object) -> str:
         except UnicodeEncodeError:
             raise ValueError("session key must not contain lone surrogates") from None
         name = "".join(chr(b) if b in _PLAIN_BYTES else f"%{b:02X}" for b in raw)
-    if len(name) > MAX_NAME_BYTES:
-        raise ValueError(
-            f"session key is too long: its file name needs {len(name)} bytes, "
-            f"at most {MAX_NAME_BYTES} fit"
-        )
-    return name
+    return _fitting(name, len(name))
 
 
 def name_to_key(name: str) -> str | None:
@@ -141,23 +152,14 @@ def zeroclaw_name(key: object) -> str:
         TypeError: ``key`` is not a str.
         ValueError: ``key`` is empty, holds a lone surrogate, or its name is too long.
     """
-    if not isinstance(key, str):
-        raise TypeError(f"session key must be str, not {type(key).__name__}")
-    if not key:
-        raise ValueError("session key must not be empty")
+    key = _checked_key(key)
     if key.isascii():
         name = _ZEROCLAW_ASCII_OTHER.sub("_", key)
     else:
         if has_surrogate(key):
             raise ValueError("session key must not contain lone surrogates")
         name = "".join(char if _zeroclaw_keeps(char) else "_" for char in key)
-    size = len(name.encode("utf-8"))
-    if size > MAX_NAME_BYTES:
-        raise ValueError(
-            f"session key is too long: its file name needs {size} bytes, at most "
-            f"{MAX_NAME_BYTES} fit"
-        )
-    return name
+    return _fitting(name, len(name.encode("utf-8")))
 
 
 def is_zeroclaw_name(name: str) -> bool:

@@ -114,6 +114,10 @@ class JsonlStoreBase(SessionBackend):
             self._sessions_dir, metadata_dir, timeout=self._lock_timeout, durable=durable
         )
         self._zeroclaw_view: JsonlStoreBase | None = None
+        self._open()
+
+    def _open(self) -> None:
+        """What a store adds to this one's opening (the Rust store: its native half)."""
 
     @property
     def sessions_dir(self) -> str:

@@ -12,11 +12,9 @@ from collections.abc import Iterable
 from typing import Any, TypeGuard
 
 from ..._impl import ChatMessage, native
-from ..._rules import Durability
 from ...backend import MessageLike
 from .. import format as _format
-from ..workspace import PathLike
-from .base import Appended, JsonlStoreBase, Names
+from .base import Appended, JsonlStoreBase
 
 __all__ = ["SessionStore"]
 
@@ -61,26 +59,12 @@ class SessionStore(JsonlStoreBase):
     """Append-only JSONL session store with a Rust core: ``SessionStore(workspace, *,
     durability="process")``, as ``JsonlStoreBase`` describes."""
 
-    def __init__(
-        self,
-        workspace: PathLike,
-        *,
-        durability: Durability = "process",
-        lock_timeout: float | None = None,
-        names: Names = "escaped",
-        adopt_zeroclaw_names: bool = True,
-    ) -> None:
-        super().__init__(
-            workspace,
-            durability=durability,
-            lock_timeout=lock_timeout,
-            names=names,
-            adopt_zeroclaw_names=adopt_zeroclaw_names,
-        )
+    def _open(self) -> None:
         assert native is not None, "turnlog._native is not built"
-        durable = durability == "power"
+        durable = self._durability == "power"
+        zeroclaw_names = self._names == "zeroclaw"
         self._native = native.JsonlStore(
-            self._sessions_dir, durable, self._lock_timeout, names == "zeroclaw"
+            self._sessions_dir, durable, self._lock_timeout, zeroclaw_names
         )
         self._without_waiting: SessionStore | None = None
         self._max_bytes: int | None = None
