@@ -46,8 +46,19 @@ pub fn check_parse(data: &[u8]) {
         valid_lines,
         "a batch keeps every valid line"
     );
-    for message in &batch.messages {
-        let _ = (batch.role(message), batch.content(message));
+    let wide = Batch::parse_paced(data, 8);
+    assert_eq!(
+        wide.messages.len(),
+        valid_lines,
+        "a paced batch keeps every valid line"
+    );
+    for (message, same) in batch.messages.iter().zip(&wide.messages) {
+        assert_eq!(batch.role(message), wide.role(same));
+        assert_eq!(
+            batch.content(message),
+            wide.content(same),
+            "decoding to code points keeps the content"
+        );
     }
 }
 
