@@ -2,15 +2,14 @@
 //! read and parse the next block while another (the one holding Python's GIL) turns this one
 //! into objects.
 //!
-//! A batch keeps every role and decoded content in one `String` arena, so building Python
-//! strings from it is a plain copy per message, with no allocation or unescaping left for the
-//! thread that holds the GIL.
+//! A batch keeps every role and decoded content in a `String` arena, so building Python
+//! strings from it needs no allocation or unescaping by the thread that holds the GIL.
 //!
-//! For text that is mostly not ASCII, that copy is not plain: CPython decodes the UTF-8 again,
-//! and widens the string each time it meets a wider character. A batch read ahead can hand
-//! some of that work to the reading thread: a share of such contents ([`Pace`]) is decoded to
-//! code points in a second arena, from which CPython makes a `str` with little more than a
-//! copy. The share follows which thread is behind, so neither waits for the other.
+//! For text that is mostly not ASCII, building the `str` from UTF-8 is still costly: CPython
+//! decodes it again, and widens the string each time it meets a wider character. A batch read
+//! ahead hands some of that work to the reading thread: a share of such contents ([`Pace`]) is
+//! decoded to code points in a second arena, from which CPython makes a `str` with a scan and a
+//! copy. The share follows which thread is behind, so that neither waits for the other.
 
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -24,18 +23,36 @@ use crate::record::{self, Value};
 
 /// Where a message's decoded content is.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Content {
-    /// UTF-8, in the batch's text arena.
+enum Place {
+    /// In the text arena.
     Text(Range<usize>),
-    /// Code points, in the batch's wide arena.
+    /// In the wide arena.
     Wide(Range<usize>),
+}
+
+/// A message's decoded content.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Content<'a> {
+    Text(&'a str),
+    /// Decoded to code points by the reading thread.
+    Wide(&'a [char]),
+}
+
+impl Content<'_> {
+    /// The content as UTF-8 (a copy if it is [`Content::Wide`]).
+    pub fn to_text(self) -> Cow<'static, str> {
+        match self {
+            Content::Text(text) => Cow::Owned(text.to_owned()),
+            Content::Wide(points) => Cow::Owned(points.iter().collect()),
+        }
+    }
 }
 
 /// One valid message of a [`Batch`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
     role: Range<usize>,
-    pub content: Content,
+    content: Place,
     /// Extra fields in file order (empty, and so not allocated, for most messages).
     pub extra: Vec<(String, Value<'static>)>,
 }
@@ -44,7 +61,7 @@ pub struct Message {
 #[derive(Debug, Default)]
 pub struct Batch {
     text: String,
-    wide: Vec<u32>,
+    wide: Vec<char>,
     pub messages: Vec<Message>,
 }
 
@@ -54,8 +71,9 @@ impl Batch {
         Self::parse_paced(block, 0)
     }
 
-    /// As [`Batch::parse`], decoding to code points `wide_eighths` eighths of the contents that
-    /// are mostly not ASCII.
+    /// As [`Batch::parse`], decoding to code points the contents that are mostly not ASCII of
+    /// `wide_eighths` of every eight messages, spread evenly (so that messages that alternate,
+    /// a user's and a reply, share alike).
     pub fn parse_paced(block: &[u8], wide_eighths: usize) -> Batch {
         let mut batch = Batch {
             text: String::with_capacity(block.len()),
@@ -63,7 +81,8 @@ impl Batch {
         };
         let mut scratch = String::new();
         lines::for_each_line(block, |line| {
-            let wide = batch.messages.len() % 8 < wide_eighths;
+            let index = batch.messages.len();
+            let wide = index * wide_eighths / 8 != (index + 1) * wide_eighths / 8;
             batch.keep(line, &mut scratch, wide);
         });
         batch
@@ -96,14 +115,20 @@ impl Batch {
         };
         let role = self.push(parsed.role.decode_into(scratch));
         let content = parsed.content.decode_into(scratch);
-        // Below half its characters outside ASCII (UTF-8 bytes under 1.5 per character),
-        // CPython's decoder is about as fast from UTF-8 as from code points.
-        let content = if wide && 2 * content.len() >= 3 * content.chars().count() {
-            let start = self.wide.len();
-            self.wide.extend(content.chars().map(u32::from));
-            Content::Wide(start..self.wide.len())
-        } else {
-            Content::Text(self.push(content))
+        // Under 1.5 UTF-8 bytes a character (mostly ASCII), CPython's decoder is about as fast
+        // from UTF-8 as from code points (benches/README.md, row 5). A content longer than a
+        // block stays UTF-8: its code points would take up to 4 times a block's memory.
+        let wide_chars = (wide && content.len() <= lines::FORWARD_BLOCK)
+            .then(|| content.chars().count())
+            .filter(|&chars| 2 * content.len() >= 3 * chars);
+        let content = match wide_chars {
+            Some(chars) => {
+                let start = self.wide.len();
+                self.wide.reserve(chars);
+                self.wide.extend(content.chars());
+                Place::Wide(start..self.wide.len())
+            }
+            None => Place::Text(self.push(content)),
         };
         let extra = parsed
             .extra
@@ -128,32 +153,20 @@ impl Batch {
         &self.text[message.role.clone()]
     }
 
-    /// The content as UTF-8 (a copy if it is in the wide arena).
-    pub fn content(&self, message: &Message) -> Cow<'_, str> {
+    pub fn content(&self, message: &Message) -> Content<'_> {
         match &message.content {
-            Content::Text(range) => Cow::Borrowed(&self.text[range.clone()]),
-            Content::Wide(range) => self.wide[range.clone()]
-                .iter()
-                .map(|&point| char::from_u32(point).unwrap_or(char::REPLACEMENT_CHARACTER))
-                .collect(),
+            Place::Text(range) => Content::Text(&self.text[range.clone()]),
+            Place::Wide(range) => Content::Wide(&self.wide[range.clone()]),
         }
-    }
-
-    /// A content of [`Content::Text`].
-    pub fn text(&self, range: &Range<usize>) -> &str {
-        &self.text[range.clone()]
-    }
-
-    /// A content of [`Content::Wide`]: code points, each a `char`.
-    pub fn wide(&self, range: &Range<usize>) -> &[u32] {
-        &self.wide[range.clone()]
     }
 }
 
 /// How much of the decoding to code points a read-ahead thread takes on, in eighths of the
-/// eligible contents: one more after each batch that was ready before its consumer asked for
-/// it, one less after each it had to wait for. It starts at none, so a load that does not read
-/// ahead (whose consumer waits for every batch) never decodes to code points.
+/// messages ([`Batch::parse_paced`]): one more after each batch that was ready before its
+/// consumer asked for it, one less after each it had to wait for. It starts at none, so a load
+/// that does not read ahead (whose consumer waits for every batch) never decodes to code points.
+/// The reader is a batch or two ahead of what it hears, so the share swings around the balance
+/// rather than settling, and a load of a few blocks decodes little to code points.
 struct Pace {
     wide_eighths: AtomicUsize,
     waited: Cell<bool>,
@@ -220,16 +233,23 @@ pub fn load(
 mod tests {
     use super::*;
 
+    fn wide_count(batch: &Batch) -> usize {
+        batch
+            .messages
+            .iter()
+            .filter(|m| matches!(batch.content(m), Content::Wide(_)))
+            .count()
+    }
+
     #[test]
     fn batch_owns_decoded_text() {
         let block = b"{\"role\":\"user\",\"content\":\"a\\nb\"}\njunk\n{\"role\":\"x\",\"content\":\"c\",\"n\":[1]}";
         let batch = Batch::parse(block);
         assert_eq!(batch.messages.len(), 2);
         assert_eq!(batch.role(&batch.messages[0]), "user");
-        assert_eq!(batch.content(&batch.messages[0]), "a\nb");
-        assert_eq!(batch.messages[0].content, Content::Text(4..7));
+        assert_eq!(batch.content(&batch.messages[0]), Content::Text("a\nb"));
         assert!(batch.messages[0].extra.is_empty());
-        assert_eq!(batch.content(&batch.messages[1]), "c");
+        assert_eq!(batch.content(&batch.messages[1]), Content::Text("c"));
         assert_eq!(
             batch.messages[1].extra,
             vec![("n".to_owned(), Value::Array(vec![Value::Int("1".into())]))]
@@ -242,35 +262,135 @@ mod tests {
             r#"{"role":"user","content":"привет, мир"}"#,
             r#"{"role":"user","content":"hello, мир"}"#,
             r#"{"role":"user","content":"\u4f60\u597d 🙂"}"#,
+            r#"{"role":"user","content":"aé"}"#,
+            r#"{"role":"user","content":""}"#,
         ]
         .join("\n");
         let all = Batch::parse_paced(lines.as_bytes(), 8);
+        let plain = Batch::parse(lines.as_bytes());
         let kinds: Vec<bool> = all
             .messages
             .iter()
-            .map(|m| matches!(m.content, Content::Wide(_)))
+            .map(|m| matches!(all.content(m), Content::Wide(_)))
             .collect();
-        // "hello, мир": 13 bytes for 10 characters, under 1.5 a character.
-        assert_eq!(kinds, [true, false, true]);
-        let plain = Batch::parse(lines.as_bytes());
+        // "hello, мир": 13 bytes for 10 characters, under 1.5 a character; "aé": exactly 1.5.
+        assert_eq!(kinds, [true, false, true, true, true]);
+        assert_eq!(wide_count(&plain), 0);
         for (a, b) in all.messages.iter().zip(&plain.messages) {
-            assert_eq!(all.content(a), plain.content(b));
-            assert!(matches!(b.content, Content::Text(_)));
+            assert_eq!(all.content(a).to_text(), plain.content(b).to_text());
+            assert_eq!(all.role(a), "user");
         }
-        assert_eq!(all.content(&all.messages[2]), "你好 🙂");
-        let Content::Wide(range) = &all.messages[2].content else {
-            unreachable!()
-        };
-        assert_eq!(all.wide(range), [0x4f60, 0x597d, 0x20, 0x1f642]);
-        // A quarter: the first two of every eight messages.
-        let quarter = Batch::parse_paced(lines.as_bytes(), 2);
-        assert!(matches!(quarter.messages[0].content, Content::Wide(_)));
-        assert!(matches!(quarter.messages[2].content, Content::Text(_)));
-        let none = Batch::parse_paced(lines.as_bytes(), 0);
-        assert!(none
+        assert_eq!(
+            all.content(&all.messages[2]),
+            Content::Wide(&['你', '好', ' ', '🙂'])
+        );
+        assert_eq!(all.content(&all.messages[4]), Content::Wide(&[]));
+    }
+
+    #[test]
+    fn a_share_is_spread_over_every_eight_messages() {
+        let lines = vec![r#"{"role":"user","content":"привет"}"#; 16].join("\n");
+        for eighths in 0..=8 {
+            let batch = Batch::parse_paced(lines.as_bytes(), eighths);
+            assert_eq!(wide_count(&batch), 2 * eighths);
+        }
+        let wide: Vec<usize> = Batch::parse_paced(lines.as_bytes(), 2)
             .messages
             .iter()
-            .all(|m| matches!(m.content, Content::Text(_))));
+            .enumerate()
+            .filter(|(_, m)| matches!(m.content, Place::Wide(_)))
+            .map(|(index, _)| index)
+            .collect();
+        assert_eq!(wide, [3, 7, 11, 15]);
+    }
+
+    #[test]
+    fn the_share_follows_whichever_thread_is_behind() {
+        let pace = Pace {
+            wide_eighths: AtomicUsize::new(0),
+            waited: Cell::new(false),
+        };
+        let share = || pace.wide_eighths.load(Ordering::Relaxed);
+        for expected in [1, 2, 3, 4, 5, 6, 7, 8, 8] {
+            pace.after_batch();
+            assert_eq!(share(), expected);
+        }
+        for expected in [7, 6, 5, 4, 3, 2, 1, 0, 0] {
+            pace.waited.set(true);
+            pace.after_batch();
+            assert_eq!(share(), expected);
+            assert!(!pace.waited.get(), "each batch is judged on its own");
+        }
+    }
+
+    /// A file of `lines` lines of mostly non-ASCII text, removed when dropped.
+    struct Scratch(std::path::PathBuf, File);
+
+    impl Scratch {
+        fn new(name: &str, lines: usize) -> Scratch {
+            let path = std::env::temp_dir()
+                .join(format!("turnlog-batch-{name}-{}.jsonl", std::process::id()));
+            let line = "{\"role\":\"user\",\"content\":\"съешь же ещё этих мягких французских булок 🙂\"}\n";
+            std::fs::write(&path, line.repeat(lines)).expect("writable temp dir");
+            let file = File::open(&path).expect("just written");
+            Scratch(path, file)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    /// The batches of a whole-file `load`, each (valid messages, of which wide), consumed
+    /// slowly or at once.
+    fn load_all(scratch: &Scratch, slow: bool) -> Vec<(usize, usize)> {
+        let len = scratch.1.metadata().expect("stat").len();
+        let mut seen = Vec::new();
+        let on_batch = |batch: Batch| {
+            for message in &batch.messages {
+                assert_eq!(
+                    batch.content(message).to_text(),
+                    "съешь же ещё этих мягких французских булок 🙂"
+                );
+            }
+            seen.push((batch.messages.len(), wide_count(&batch)));
+            if slow {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            ControlFlow::Continue(())
+        };
+        load(&scratch.1, 0, len, on_batch, &mut lines::Plain).expect("load");
+        seen
+    }
+
+    #[test]
+    fn a_slow_consumer_gets_contents_decoded_ahead() {
+        // 110 bytes a line: 12 MiB, six blocks read ahead.
+        let scratch = Scratch::new("slow", 120_000);
+        // A scan by another test of this process at the same moment makes the load read on the
+        // consumer's thread (see `lines::read_ahead`); it runs alone in one of a few tries.
+        let decoded_ahead = (0..10).any(|_| {
+            let seen = load_all(&scratch, true);
+            assert_eq!(seen.iter().map(|(n, _)| n).sum::<usize>(), 120_000);
+            assert_eq!(seen[0].1, 0, "the share starts at none");
+            // A consumer that never waits gets more decoded ahead batch after batch (the last
+            // batch is a short one).
+            let full = &seen[..seen.len() - 1];
+            full.last().is_some_and(|&(_, wide)| wide > 0)
+                && full.windows(2).all(|pair| pair[1].1 >= pair[0].1)
+        });
+        assert!(decoded_ahead);
+    }
+
+    #[test]
+    fn a_load_that_does_not_read_ahead_decodes_nothing_ahead() {
+        // 3 MiB: under READ_AHEAD_MIN_BYTES, read on the consumer's thread.
+        let scratch = Scratch::new("inline", 28_000);
+        let seen = load_all(&scratch, true);
+        assert_eq!(seen.iter().map(|(n, _)| n).sum::<usize>(), 28_000);
+        assert!(seen.iter().all(|&(_, wide)| wide == 0), "{seen:?}");
     }
 
     #[test]
@@ -283,7 +403,7 @@ mod tests {
         ];
         let (batch, positions) = Batch::parse_each(records);
         assert_eq!(positions, vec![Some(0), None, None, Some(1)]);
-        assert_eq!(batch.content(&batch.messages[0]), "a");
-        assert_eq!(batch.content(&batch.messages[1]), "d");
+        assert_eq!(batch.content(&batch.messages[0]), Content::Text("a"));
+        assert_eq!(batch.content(&batch.messages[1]), Content::Text("d"));
     }
 }

@@ -5,7 +5,14 @@ from typing import Any, final
 
 from typing_extensions import disjoint_base
 
-__all__ = ["ChatMessage", "JsonlStore", "__version__", "parse_lines", "zeroclaw_name"]
+__all__ = [
+    "ChatMessage",
+    "JsonlStore",
+    "__version__",
+    "_parse_block",
+    "parse_lines",
+    "zeroclaw_name",
+]
 
 __version__: str
 
@@ -73,6 +80,10 @@ class JsonlStore:
 
 def parse_lines(lines: Iterable[bytes]) -> list[ChatMessage | None]:
     """Each line as one record: its message, or ``None`` when it is not a valid message."""
+
+def _parse_block(block: bytes, wide_eighths: int) -> list[ChatMessage]:
+    """The messages of ``block`` as a big load builds them, the contents of ``wide_eighths`` of
+    every eight decoded to code points first where they are mostly not ASCII. For tests."""
 
 def zeroclaw_name(key: str) -> str:
     """The file name (without ``.jsonl``) ZeroClaw gives session ``key``."""

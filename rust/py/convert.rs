@@ -98,17 +98,18 @@ fn fields_dict<'py, K: AsRef<str>>(
     Ok(dict)
 }
 
-// `PyUnicode_FromWideChar` takes code points only where `wchar_t` holds any (not Windows,
-// where it is UTF-16 and the core does not build anyway).
-const _: () = assert!(std::mem::size_of::<libc::wchar_t>() == 4);
+// `PyUnicode_FromWideChar` takes code points where `wchar_t` is 4 bytes (not Windows, where it
+// is UTF-16 and the core does not build anyway).
+const _: () = assert!(std::mem::size_of::<libc::wchar_t>() == std::mem::size_of::<char>());
 
-/// A `str` of `points` (each a `char`): CPython finds the widest and copies them at that
-/// width, the fastest way to make a `str` of non-ASCII text in the stable ABI.
-fn from_code_points<'py>(py: Python<'py>, points: &[u32]) -> PyResult<Bound<'py, PyString>> {
+/// A `str` of `points`: CPython finds the widest and copies them at that width, the fastest way
+/// to make a `str` of non-ASCII text in the stable ABI.
+fn from_code_points<'py>(py: Python<'py>, points: &[char]) -> PyResult<Bound<'py, PyString>> {
     let len = ffi::Py_ssize_t::try_from(points.len())
         .map_err(|_| pyo3::exceptions::PyOverflowError::new_err("content too long"))?;
-    // SAFETY: `points` is `len` valid 4-byte values, read and not kept by the call; the
-    // result is a new reference or NULL with an exception set.
+    // SAFETY: `points` is `len` values of 4 bytes, each a Unicode scalar value, as `wchar_t`
+    // holds them; the call reads them without keeping them, and returns a new `str` or NULL
+    // with an exception set.
     unsafe {
         Bound::from_owned_ptr_or_err(py, ffi::PyUnicode_FromWideChar(points.as_ptr().cast(), len))
             .map(|text| text.cast_into_unchecked())
@@ -134,9 +135,9 @@ pub fn messages(
             None => true,
             Some(dict) => unsafe { ffi::PyObject_GC_IsTracked(dict.as_ptr()) == 0 },
         };
-        let content = match &message.content {
-            batch::Content::Text(range) => PyString::new(py, batch.text(range)),
-            batch::Content::Wide(range) => from_code_points(py, batch.wide(range))?,
+        let content = match batch.content(message) {
+            batch::Content::Text(text) => PyString::new(py, text),
+            batch::Content::Wide(points) => from_code_points(py, points)?,
         };
         let object = Py::new(
             py,

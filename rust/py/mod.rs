@@ -16,6 +16,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<message::ChatMessage>()?;
     m.add_class::<store::JsonlStore>()?;
     m.add_function(wrap_pyfunction!(parse::parse_lines, m)?)?;
+    m.add_function(wrap_pyfunction!(parse::_parse_block, m)?)?;
     m.add_function(wrap_pyfunction!(store::zeroclaw_name, m)?)?;
     Ok(())
 }

@@ -39,6 +39,26 @@ pub fn parse_lines<'py>(
     Ok(out)
 }
 
+/// The messages of `block` (lines, as in a session file) as a big load builds them, the contents
+/// of `wide_eighths` of every eight decoded to code points first where they are mostly not
+/// ASCII (`Batch::parse_paced`). For tests: a load does that only when its reading thread is
+/// ahead, which a test cannot arrange.
+#[pyfunction]
+pub fn _parse_block<'py>(
+    py: Python<'py>,
+    block: &[u8],
+    wide_eighths: usize,
+) -> PyResult<Bound<'py, PyList>> {
+    built(py, &Batch::parse_paced(block, wide_eighths.min(8)))
+}
+
+/// The messages of `batch`, built.
+fn built<'py>(py: Python<'py>, batch: &Batch) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    convert::messages(py, &mut RoleCache::default(), batch, &batch.messages, &list)?;
+    Ok(list)
+}
+
 /// The valid lines of `records` as `ChatMessage`s, and for each record its index among them
 /// (`None`: not a valid message).
 fn build_each<'py, 'r>(
@@ -46,15 +66,7 @@ fn build_each<'py, 'r>(
     records: impl IntoIterator<Item = &'r [u8]>,
 ) -> PyResult<(Bound<'py, PyList>, Vec<Option<usize>>)> {
     let (batch, positions) = Batch::parse_each(records);
-    let built = PyList::empty(py);
-    convert::messages(
-        py,
-        &mut RoleCache::default(),
-        &batch,
-        &batch.messages,
-        &built,
-    )?;
-    Ok((built, positions))
+    Ok((built(py, &batch)?, positions))
 }
 
 /// The `ChatMessage` of one line that the store already found valid (`None` if it is not).
