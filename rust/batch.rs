@@ -38,11 +38,11 @@ pub enum Content<'a> {
     Wide(&'a [char]),
 }
 
-impl Content<'_> {
+impl<'a> Content<'a> {
     /// The content as UTF-8 (a copy if it is [`Content::Wide`]).
-    pub fn to_text(self) -> Cow<'static, str> {
+    pub fn to_text(self) -> Cow<'a, str> {
         match self {
-            Content::Text(text) => Cow::Owned(text.to_owned()),
+            Content::Text(text) => Cow::Borrowed(text),
             Content::Wide(points) => Cow::Owned(points.iter().collect()),
         }
     }
@@ -323,15 +323,15 @@ mod tests {
         }
     }
 
-    /// A file of `lines` lines of mostly non-ASCII text, removed when dropped.
+    /// A file of `count` lines of mostly non-ASCII text, removed when dropped.
     struct Scratch(std::path::PathBuf, File);
 
     impl Scratch {
-        fn new(name: &str, lines: usize) -> Scratch {
+        fn new(name: &str, count: usize) -> Scratch {
             let path = std::env::temp_dir()
                 .join(format!("turnlog-batch-{name}-{}.jsonl", std::process::id()));
             let line = "{\"role\":\"user\",\"content\":\"съешь же ещё этих мягких французских булок 🙂\"}\n";
-            std::fs::write(&path, line.repeat(lines)).expect("writable temp dir");
+            std::fs::write(&path, line.repeat(count)).expect("writable temp dir");
             let file = File::open(&path).expect("just written");
             Scratch(path, file)
         }
